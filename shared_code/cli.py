@@ -1,0 +1,226 @@
+"""`tsarchive`: run the archive pipeline in-process, and inspect it."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Archive old TimescaleDB chunks and range partitions to Parquet, verify, then drop them.")
+
+JsonOpt = typer.Option(False, "--json", help="Print machine-readable JSON.")
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(stderr=False)
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(1)
+
+
+def _engine(progress=None):
+    from .engine import Engine
+    from .errors import ArchiverError
+    from .settings import load_settings
+
+    try:
+        return Engine(load_settings(), progress=progress)
+    except ArchiverError as error:
+        _fail(str(error))
+
+
+def _guard(action: Callable[[], Any]) -> Any:
+    import psycopg
+
+    from .errors import ArchiverError
+
+    try:
+        return action()
+    except ArchiverError as error:
+        _fail(str(error))
+    except psycopg.Error as error:
+        detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        _fail(f"database error: {detail}")
+
+
+def _print_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, default=lambda v: v.isoformat() if isinstance(v, datetime) else str(v)))
+
+
+def _human_bytes(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.1f} {unit}" if unit != "B" else f"{int(size)} B"
+        size /= 1024
+    return str(n)
+
+
+@app.callback()
+def main_options(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log each step.")) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+
+@app.command()
+def init(as_json: bool = JsonOpt) -> None:
+    """Create or upgrade the ledger schema (idempotent)."""
+    with _engine() as engine:
+        version = _guard(engine.init)
+    if as_json:
+        _print_json({"ledger_schema": engine.settings.ledger_schema, "version": version})
+    else:
+        typer.echo(f"ledger {engine.settings.ledger_schema} at migration {version}")
+
+
+@app.command("plan")
+def plan_cmd(hypertable: str = typer.Option(None, "--hypertable", help="Only this table (schema.name or name)."),
+             show_hot: bool = typer.Option(False, "--all", help="Also list hot chunks."),
+             as_json: bool = JsonOpt) -> None:
+    """Show what is due, blocked or skipped, and why."""
+    from .engine import plan_entry_dict
+
+    with _engine() as engine:
+        entries = _guard(lambda: engine.plan(hypertable))
+    rows = [plan_entry_dict(e) for e in entries if show_hot or e.decision != "hot"]
+    if as_json:
+        _print_json(rows)
+        return
+    from rich.table import Table
+
+    table = Table(title=f"{sum(1 for e in entries if e.decision == 'due')} due of {len(entries)} chunks")
+    for col in ("table", "chunk", "range", "decision", "reason"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["table"], r["chunk"], f"{r['range_start']} .. {r['range_end']}", r["decision"], r["reason"])
+    _console().print(table)
+
+
+@app.command()
+def run(dry_run: bool = typer.Option(False, "--dry-run", help="Plan only; write nothing."),
+        no_drop: bool = typer.Option(False, "--no-drop", help="Archive and verify, but keep the chunks."),
+        hypertable: str = typer.Option(None, "--hypertable", help="Only this table (schema.name or name)."),
+        as_json: bool = JsonOpt) -> None:
+    """Archive, verify and drop every due chunk."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        disable=as_json or not sys.stdout.isatty(), transient=True)
+    task = progress.add_task("archiving", total=None)
+
+    def on_event(event: str, job, info: dict) -> None:
+        if event == "start":
+            progress.update(task, total=info["jobs"] * (1 if no_drop else 2))
+        elif event in ("archived", "dropped", "failed"):
+            progress.advance(task)
+            if job is not None:
+                progress.update(task, description=f"{event} {job.chunk_name}")
+
+    with progress, _engine(on_event) as engine:
+        report = _guard(lambda: engine.run(hypertable=hypertable, dry_run=dry_run or None, drop=not no_drop))
+    data = report.as_dict()
+    if as_json:
+        _print_json(data)
+    else:
+        due = [p for p in data["plan"] if p["decision"] == "due"]
+        blocked = [p for p in data["plan"] if p["decision"] == "blocked"]
+        if report.dry_run:
+            typer.echo(f"dry run: {len(due)} chunk(s) due, {len(blocked)} blocked; nothing written")
+            for p in due:
+                typer.echo(f"  would archive {p['chunk']} ({p['range_start']} .. {p['range_end']})")
+        else:
+            archived = [s for s in report.steps if s.step == "archive" and s.outcome == "done"]
+            dropped = [s for s in report.steps if s.step == "drop" and s.outcome == "done"]
+            typer.echo(f"archived {len(archived)} chunk(s), {data['rows']} rows, {_human_bytes(data['bytes'])}; "
+                       f"dropped {len(dropped)}; blocked {len(blocked)}; failed {len(report.failed)}")
+        for p in blocked:
+            typer.echo(f"  blocked {p['chunk']}: {p['reason']}")
+        for s in report.failed:
+            typer.echo(f"  FAILED {s.step} {s.chunk} (job {s.job_id}): {s.detail}", err=True)
+    if report.failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def status(as_json: bool = JsonOpt) -> None:
+    """Per table: hot, due, archived, dropped, failed and blocked chunks, and bytes moved."""
+    with _engine() as engine:
+        rows = _guard(engine.status)
+    if as_json:
+        _print_json(rows)
+        return
+    from rich.table import Table
+
+    table = Table(title="archive status")
+    for col in ("table", "hot", "due", "archived", "dropped", "failed", "blocked", "oldest unarchived", "rows", "bytes"):
+        table.add_column(col, justify="right" if col not in ("table", "oldest unarchived") else "left")
+    for r in rows:
+        oldest = r["oldest_unarchived"]["range_start"] if r["oldest_unarchived"] else "-"
+        table.add_row(r["table"], *(str(r[k]) for k in ("hot", "due", "archived", "dropped", "failed", "blocked")),
+                      str(oldest), str(r["rows_archived"]), _human_bytes(r["bytes_archived"]))
+    _console().print(table)
+
+
+@app.command()
+def jobs(state: list[str] = typer.Option(None, "--state", help="Filter by state (repeatable)."),
+         hypertable: str = typer.Option(None, "--hypertable"),
+         limit: int = typer.Option(50, "--limit", min=1), offset: int = typer.Option(0, "--offset", min=0),
+         as_json: bool = JsonOpt) -> None:
+    """List ledger jobs, newest first."""
+    from .ledger import JobState
+
+    valid = {s.value for s in JobState}
+    bad = [s for s in state or [] if s not in valid]
+    if bad:
+        _fail(f"unknown state {', '.join(bad)}; use one of {', '.join(sorted(valid))}")
+    with _engine() as engine:
+        _guard(engine.init)
+        found = engine.ledger.jobs(state or None, table=hypertable, limit=limit, offset=offset)
+    if as_json:
+        _print_json([j.as_dict() for j in found])
+        return
+    from rich.table import Table
+
+    table = Table(title=f"{len(found)} job(s)")
+    for col in ("id", "chunk", "state", "attempts", "rows", "bytes", "updated", "note"):
+        table.add_column(col)
+    for j in found:
+        table.add_row(str(j.id), f"{j.chunk_schema}.{j.chunk_name}", str(j.state), str(j.attempts),
+                      str(j.row_count or ""), _human_bytes(j.byte_count) if j.byte_count else "",
+                      j.updated_at.strftime("%Y-%m-%d %H:%M:%S"), j.last_error or j.reason or "")
+    _console().print(table)
+
+
+@app.command()
+def verify(job: list[int] = typer.Option(None, "--job", help="Only these job ids (repeatable)."),
+           hypertable: str = typer.Option(None, "--hypertable"), as_json: bool = JsonOpt) -> None:
+    """Re-read archived files: existence, SHA-256 and footer row counts against the ledger."""
+    with _engine() as engine:
+        results = _guard(lambda: engine.verify(job or None, table=hypertable))
+    bad = [r for r in results if r.outcome != "done"]
+    if as_json:
+        _print_json([r.as_dict() for r in results])
+    else:
+        typer.echo(f"verified {len(results)} archive(s): {len(results) - len(bad)} ok, {len(bad)} failed")
+        for r in bad:
+            typer.echo(f"  job {r.job_id} {r.chunk}: {r.detail}", err=True)
+    if bad:
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,585 @@
+"""The archive engine: plan, archive (extract -> Parquet -> verify -> publish), drop. Every step is idempotent."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+from psycopg import errors as pgerrors
+from psycopg import sql
+
+from . import db
+from .errors import (
+    ArchiverError,
+    JobStateError,
+    SourceChangedError,
+    UnsupportedTypeError,
+    VerificationError,
+)
+from .faults import crash_point
+from .lake import Lake
+from .layout import ChunkLayout, chunk_layout
+from .ledger import Job, JobState, Ledger
+from .manifest import PARQUET_KEY, FileEntry, Manifest, new_manifest
+from .planning import ChunkKind, Decision, PlanEntry, TablePolicy, cutoff_for, plan, table_selected
+from .settings import Settings
+from .typemap import ColumnPlan, plan_columns, schema_fingerprint
+
+log = logging.getLogger("tsarchive")
+
+Clock = Callable[[], datetime]
+Progress = Callable[[str, Job | None, dict[str, Any]], None]
+MAX_REARCHIVES = 3
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class StepResult:
+    """Outcome of one step on one job."""
+
+    job_id: int
+    chunk: str
+    step: str
+    outcome: str  # done | skipped | failed
+    detail: str = ""
+    rows: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class RunReport:
+    planned: list[PlanEntry] = field(default_factory=list)
+    steps: list[StepResult] = field(default_factory=list)
+    dry_run: bool = False
+
+    @property
+    def failed(self) -> list[StepResult]:
+        return [s for s in self.steps if s.outcome == "failed"]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "dry_run": self.dry_run,
+            "plan": [plan_entry_dict(e) for e in self.planned],
+            "steps": [s.as_dict() for s in self.steps],
+            "failed": len(self.failed),
+            "rows": sum(s.rows for s in self.steps if s.step == "archive" and s.outcome == "done"),
+            "bytes": sum(s.bytes for s in self.steps if s.step == "archive" and s.outcome == "done"),
+        }
+
+
+def plan_entry_dict(entry: PlanEntry) -> dict[str, Any]:
+    c = entry.chunk
+    iso = lambda v: v.isoformat() if isinstance(v, datetime) else v  # noqa: E731
+    return {
+        "table": c.table, "chunk": c.qualified_chunk, "kind": str(c.kind), "range_start": iso(c.range_start),
+        "range_end": iso(c.range_end), "compressed": c.is_compressed, "decision": str(entry.decision),
+        "reason": entry.reason,
+    }
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+class Engine:
+    """One worker: a psycopg connection for catalog/ledger/DDL, ADBC for rows, a lake."""
+
+    def __init__(self, settings: Settings, *, clock: Clock = utcnow, progress: Progress | None = None,
+                 lake: Lake | None = None) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.progress = progress or (lambda *_: None)
+        self.conn = db.connect(settings.database_dsn())
+        self.ledger = Ledger(self.conn, settings.ledger_schema)
+        conn_string = settings.lake_connection_string.get_secret_value() if settings.lake_connection_string else None
+        self.lake = lake or Lake(settings.lake_url, conn_string, settings.lake_client_id)
+        self._migrated = False
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    # -- setup ---------------------------------------------------------------------------------
+    def init(self) -> int:
+        version = self.ledger.migrate()
+        self._migrated = True
+        return version
+
+    def _ensure_ledger(self) -> None:
+        if not self._migrated:
+            self.init()
+
+    # -- planning ------------------------------------------------------------------------------
+    def plan(self, hypertable: str | None = None, older_than: datetime | None = None) -> list[PlanEntry]:
+        """Classify every chunk of every selected table."""
+        s = self.settings
+        now = self.clock()
+        chunks, policies = [], {}
+        if db.has_timescaledb(self.conn):
+            for table in db.user_hypertables(self.conn):
+                name = f"{table.schema}.{table.name}"
+                if not table_selected(name, s.include, s.exclude) or (hypertable and hypertable not in (name, table.name)):
+                    continue
+                skip, cutoff = None, None
+                if table.time_type in ("smallint", "integer", "bigint"):
+                    span = s.integer_retention.get(name, s.integer_retention.get(table.name))
+                    if span is None:
+                        skip = (f"integer time column ({table.time_type}): set ARCHIVER_INTEGER_RETENTION "
+                                f"'{name}=<units>' to archive it")
+                    elif not table.integer_now_func:
+                        skip = f"integer time column without an integer_now function: call set_integer_now_func on {name}"
+                    else:
+                        cutoff = db.integer_now(self.conn, table.integer_now_func) - span
+                else:
+                    cutoff = older_than or cutoff_for(name, now, s.retention_days, s.retention_overrides)
+                policies[name] = TablePolicy(cutoff=cutoff, skip_reason=skip, guards=db.aggregate_guards(self.conn, table))
+                chunks.extend(db.hypertable_chunks(self.conn, table))
+        for qualified in s.partitioned_tables:
+            table = db.partitioned_table(self.conn, qualified)
+            name = f"{table.schema}.{table.name}"
+            if hypertable and hypertable not in (name, table.name):
+                continue
+            integer = table.key_type in ("smallint", "integer", "bigint")
+            skip, cutoff = None, None
+            if integer:
+                span = s.integer_retention.get(name)
+                skip = None if span is not None else f"integer partition key: set ARCHIVER_INTEGER_RETENTION '{name}=<units>'"
+                if span is not None:
+                    skip = "integer partition keys need an integer_now reference; not supported for native partitions"
+            else:
+                cutoff = older_than or cutoff_for(name, now, s.retention_days, s.retention_overrides)
+            policies[name] = TablePolicy(cutoff=cutoff, skip_reason=skip)
+            chunks.extend(db.partition_chunks(self.conn, table))
+        return plan(chunks, policies)
+
+    def record_plan(self, entries: list[PlanEntry]) -> list[Job]:
+        """Write due and blocked chunks to the ledger; existing jobs keep their progress."""
+        self._ensure_ledger()
+        jobs = []
+        for entry in entries:
+            if entry.decision == Decision.DUE:
+                jobs.append(self.ledger.record(entry.chunk, JobState.PLANNED))
+            elif entry.decision == Decision.BLOCKED:
+                jobs.append(self.ledger.record(entry.chunk, JobState.BLOCKED, entry.reason))
+        return jobs
+
+    # -- archive -------------------------------------------------------------------------------
+    def _layout(self, job: Job) -> ChunkLayout:
+        return chunk_layout("", job.table_schema, job.table_name, job.chunk_name, job.range_start, job.range_end)
+
+    def _fail(self, job: Job, step: str, error: BaseException, started: float) -> StepResult:
+        message = _first_line(error)
+        backoff = timedelta(seconds=min(3600, 30 * 2 ** max(job.attempts - 1, 0)))
+        try:
+            self.ledger.transition(job.id, [JobState.ARCHIVING], JobState.FAILED, last_error=message,
+                                   next_attempt_at=self.clock() + backoff, claimed_by_pid=None)
+        except JobStateError:
+            pass
+        log.error("job %s %s failed: %s", job.id, step, message, extra={"job_id": job.id})
+        self.progress("failed", job, {"step": step, "error": message})
+        return StepResult(job.id, job.chunk.qualified_chunk, step, "failed", message, seconds=time.monotonic() - started)
+
+    def archive(self, job_id: int, *, rearchive: bool = False) -> StepResult:
+        """Extract one chunk to Parquet, verify it, publish it, record it. Safe to repeat."""
+        self._ensure_ledger()
+        started = time.monotonic()
+        with self.ledger.claimed(job_id) as held:
+            job = self.ledger.get(job_id)
+            if job is None:
+                raise JobStateError(f"job {job_id} does not exist")
+            name = job.chunk.qualified_chunk
+            if not held:
+                return StepResult(job_id, name, "archive", "skipped", "another worker holds this job")
+            done_states = [JobState.DROPPED] if rearchive else [JobState.ARCHIVED, JobState.DROPPED]
+            if job.state in done_states:
+                return StepResult(job_id, name, "archive", "skipped", f"already {job.state}")
+            if job.state == JobState.BLOCKED:
+                return StepResult(job_id, name, "archive", "skipped", f"blocked: {job.reason}")
+            sources = [JobState.PLANNED, JobState.FAILED, JobState.ARCHIVING] + ([JobState.ARCHIVED] if rearchive else [])
+            job = self.ledger.transition(job_id, sources, JobState.ARCHIVING, attempts=job.attempts + 1,
+                                         claimed_by_pid=self.conn.info.backend_pid, claimed_at="now()", last_error=None)
+            crash_point("after_claim")
+            self.progress("archiving", job, {})
+            try:
+                result = self._archive_claimed(job, started)
+            except Exception as error:  # noqa: BLE001 - any failure leaves the chunk in place and the job failed
+                return self._fail(job, "archive", error, started)
+            return result
+
+    def _archive_claimed(self, job: Job, started: float) -> StepResult:
+        import pyarrow.parquet as pq
+
+        s = self.settings
+        if not db.relation_exists(self.conn, job.chunk_schema, job.chunk_name):
+            raise ArchiverError(f"{job.chunk.qualified_chunk} no longer exists; it was dropped outside the archiver "
+                                "before it could be archived")
+        columns = db.source_columns(self.conn, job.chunk_schema, job.chunk_name)
+        plans = plan_columns(columns, unsupported_as_text=s.unsupported_as_text)
+        fingerprint_schema = schema_fingerprint(columns)
+        layout = self._layout(job)
+        manifest = new_manifest(
+            kind=str(job.kind), table_schema=job.table_schema, table_name=job.table_name,
+            chunk_schema=job.chunk_schema, chunk_name=job.chunk_name, range_start=job.range_start,
+            range_end=job.range_end, is_compressed=job.is_compressed,
+            columns=[{"name": p.name, "pg_type": p.pg_type} for p in plans], schema_fingerprint=fingerprint_schema,
+        )
+        token = f"{job.id}-{job.attempts}-{uuid.uuid4().hex[:8]}"
+        temps: list[tuple[str, FileEntry]] = []
+        try:
+            fp, schema = self._write_parts(job, plans, layout, manifest, token, temps)
+            crash_point("after_temp_write")
+            total = sum(entry.rows for _, entry in temps)
+            if total != fp.rows:
+                raise VerificationError(f"extracted {total} rows but the snapshot holds {fp.rows}")
+            for temp, entry in temps:
+                self._verify_file(temp, entry, schema, pq)
+            finals = [layout.data_file(i, len(temps)) for i in range(len(temps))]
+            self._publish(layout, temps, finals)
+        except BaseException:
+            for temp, _ in temps:
+                try:
+                    self.lake.delete(temp)
+                except OSError:
+                    pass
+            raise
+        crash_point("after_publish")
+        files = [FileEntry(final, e.rows, e.bytes, e.sha256, e.row_groups) for final, (_, e) in zip(finals, temps, strict=True)]
+        manifest.files, manifest.rows, manifest.content_hash = files, fp.rows, fp.token
+        manifest.created_at = self.clock().isoformat()
+        manifest_temp = layout.temp_file(token, layout.manifest())
+        self.lake.write_bytes(manifest_temp, manifest.to_json().encode())
+        self.lake.move(manifest_temp, layout.manifest())
+        crash_point("after_manifest")
+        nbytes = sum(f.bytes for f in files)
+        job = self.ledger.transition(
+            job.id, [JobState.ARCHIVING], JobState.ARCHIVED, lake_paths=[f.path for f in files],
+            manifest_path=layout.manifest(), row_count=fp.rows, byte_count=nbytes,
+            checksums={f.path: f.sha256 for f in files}, content_hash=fp.token,
+            schema_fingerprint=fingerprint_schema, archived_at="now()", claimed_by_pid=None, next_attempt_at=None,
+        )
+        crash_point("after_archived")
+        self.progress("archived", job, {"rows": fp.rows, "bytes": nbytes})
+        log.info("job %s archived %s rows to %s", job.id, fp.rows, layout.partition_dir, extra={"job_id": job.id})
+        return StepResult(job.id, job.chunk.qualified_chunk, "archive", "done", f"{len(files)} file(s)",
+                          rows=fp.rows, bytes=nbytes, seconds=time.monotonic() - started)
+
+    def _write_parts(self, job: Job, plans: list[ColumnPlan], layout: ChunkLayout, manifest: Manifest, token: str,
+                     temps: list[tuple[str, FileEntry]]):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        from .extract import open_snapshot
+
+        s = self.settings
+        meta = {PARQUET_KEY: manifest.embedded()}
+        with open_snapshot(s.database_dsn(), job.chunk_schema, job.chunk_name, plans, s.batch_size_bytes, meta) as snap:
+            state: dict[str, Any] = {"writer": None, "sink": None, "path": None, "rows": 0, "groups": 0}
+
+            def open_part() -> None:
+                path = layout.temp_file(token, f"part{len(temps) + (1 if state['writer'] else 0):03d}.parquet")
+                sink = self.lake.open_write(path)
+                state.update(sink=sink, path=path, rows=0, groups=0, writer=pq.ParquetWriter(
+                    sink, snap.schema, compression="zstd", compression_level=s.zstd_level, write_statistics=True,
+                    store_schema=True))
+
+            def close_part() -> None:
+                state["writer"].close()
+                sink = state["sink"]
+                sink.close()
+                temps.append((state["path"], FileEntry(state["path"], state["rows"], sink.size,
+                                                       sink.digest.hexdigest(), state["groups"])))
+                state["writer"] = None
+
+            def flush(buffer: list[pa.RecordBatch]) -> None:
+                if not buffer:
+                    return
+                if state["writer"] is None:
+                    open_part()
+                table = pa.Table.from_batches(buffer, schema=snap.schema)
+                state["writer"].write_table(table, row_group_size=s.row_group_rows)
+                state["rows"] += table.num_rows
+                state["groups"] += 1
+                if state["sink"].size >= s.max_file_bytes:
+                    close_part()
+
+            buffer: list[pa.RecordBatch] = []
+            buffered = 0
+            for batch in snap.batches:
+                while batch.num_rows:
+                    take = min(batch.num_rows, s.row_group_rows - buffered)
+                    buffer.append(batch.slice(0, take))
+                    buffered += take
+                    batch = batch.slice(take)
+                    if buffered >= s.row_group_rows:
+                        flush(buffer)
+                        buffer, buffered = [], 0
+            flush(buffer)
+            if state["writer"] is None and not temps:
+                open_part()  # an empty chunk still gets one (empty) file with its schema
+            if state["writer"] is not None:
+                close_part()
+            return snap.fingerprint, snap.schema
+
+    def _verify_file(self, path: str, entry: FileEntry, schema, pq) -> None:
+        """Read back: size, SHA-256, footer row count, schema and embedded manifest."""
+        size = self.lake.size(path)
+        if size != entry.bytes:
+            raise VerificationError(f"{path}: {size} bytes in the lake, {entry.bytes} written")
+        digest = self.lake.sha256(path)
+        if digest != entry.sha256:
+            raise VerificationError(f"{path}: checksum {digest[:12]} in the lake, {entry.sha256[:12]} written")
+        with self.lake.open_read(path) as handle:
+            meta = pq.ParquetFile(handle).metadata
+            if meta.num_rows != entry.rows:
+                raise VerificationError(f"{path}: footer says {meta.num_rows} rows, {entry.rows} written")
+            if not meta.schema.to_arrow_schema().remove_metadata().equals(schema.remove_metadata()):
+                raise VerificationError(f"{path}: schema in the footer differs from the extracted schema")
+            if PARQUET_KEY not in (meta.metadata or {}):
+                raise VerificationError(f"{path}: embedded manifest missing")
+
+    def _publish(self, layout: ChunkLayout, temps: list[tuple[str, FileEntry]], finals: list[str]) -> None:
+        """Move earlier versions of this chunk's files aside (hidden), then move the new ones in."""
+        stamp = self.clock().strftime("%Y%m%dT%H%M%S%fZ")
+        existing = [p for p in self.lake.list_files(layout.partition_dir) if layout.is_part_of(p)]
+        for old in existing:
+            self.lake.move(old, layout.superseded(stamp, old))
+        for index, ((temp, _), final) in enumerate(zip(temps, finals, strict=True)):
+            self.lake.move(temp, final)
+            if index == 0:
+                crash_point("mid_publish")
+
+    # -- verify ---------------------------------------------------------------------------------
+    def check_archive(self, job: Job, *, checksum: bool = True) -> list[str]:
+        """Problems with a job's lake files; empty when they match the ledger."""
+        import pyarrow.parquet as pq
+
+        problems, rows = [], 0
+        if not job.lake_paths:
+            return ["no lake files recorded"]
+        for path in job.lake_paths:
+            try:
+                size = self.lake.size(path)
+                if size is None:
+                    problems.append(f"{path}: missing")
+                    continue
+                if checksum and self.lake.sha256(path) != job.checksums.get(path):
+                    problems.append(f"{path}: checksum differs from the ledger")
+                with self.lake.open_read(path) as handle:
+                    meta = pq.ParquetFile(handle).metadata
+                    rows += meta.num_rows
+            except (OSError, ValueError) as error:  # pyarrow raises ArrowInvalid (a ValueError) on a bad footer
+                problems.append(f"{path}: unreadable ({_first_line(error)})")
+        if not problems and rows != job.row_count:
+            problems.append(f"footers hold {rows} rows, the ledger {job.row_count}")
+        return problems
+
+    def verify(self, job_ids: list[int] | None = None, table: str | None = None) -> list[StepResult]:
+        self._ensure_ledger()
+        jobs = [self.ledger.get(i) for i in job_ids] if job_ids else self.ledger.jobs(
+            [JobState.ARCHIVED, JobState.DROPPED], table=table, limit=1_000_000)
+        results = []
+        for job in jobs:
+            if job is None:
+                continue
+            started = time.monotonic()
+            problems = self.check_archive(job)
+            results.append(StepResult(job.id, job.chunk.qualified_chunk, "verify", "failed" if problems else "done",
+                                      "; ".join(problems) or "ok", rows=job.row_count or 0, bytes=job.byte_count or 0,
+                                      seconds=time.monotonic() - started))
+        return results
+
+    # -- drop -----------------------------------------------------------------------------------
+    def drop(self, job_id: int) -> StepResult:
+        """Re-check the archive and the chunk, then drop it; re-archive first if the chunk changed."""
+        self._ensure_ledger()
+        started = time.monotonic()
+        with self.ledger.claimed(job_id) as held:
+            job = self.ledger.get(job_id)
+            if job is None:
+                raise JobStateError(f"job {job_id} does not exist")
+            name = job.chunk.qualified_chunk
+            if not held:
+                return StepResult(job_id, name, "drop", "skipped", "another worker holds this job")
+            if job.state == JobState.DROPPED:
+                return StepResult(job_id, name, "drop", "skipped", "already dropped")
+            if job.state != JobState.ARCHIVED:
+                return StepResult(job_id, name, "drop", "skipped", f"not archived (state {job.state})")
+            for _ in range(MAX_REARCHIVES + 1):
+                try:
+                    return self._drop_archived(job, started)
+                except (SourceChangedError, VerificationError) as change:
+                    log.warning("job %s: %s; re-archiving before drop", job.id, change, extra={"job_id": job.id})
+                    self.progress("rearchiving", job, {"reason": str(change)})
+                    result = self.archive(job.id, rearchive=True)
+                    if result.outcome != "done":
+                        return StepResult(job.id, name, "drop", "failed", f"re-archive failed: {result.detail}",
+                                          seconds=time.monotonic() - started)
+                    refreshed = self.ledger.get(job.id)
+                    assert refreshed is not None
+                    job = refreshed
+            return StepResult(job.id, name, "drop", "failed",
+                              f"chunk kept changing during {MAX_REARCHIVES} re-archives; will retry next run",
+                              seconds=time.monotonic() - started)
+
+    def _drop_archived(self, job: Job, started: float) -> StepResult:
+        s = self.settings
+        name = job.chunk.qualified_chunk
+        problems = self.check_archive(job, checksum=s.drop_recheck == "checksum")
+        if problems and db.relation_exists(self.conn, job.chunk_schema, job.chunk_name):
+            raise VerificationError("archive re-check failed: " + "; ".join(problems))
+        if problems:
+            raise ArchiverError(f"{name} is gone but its archive fails the re-check: {'; '.join(problems)}")
+        attempt = 0
+        while True:
+            try:
+                with self.conn.transaction():
+                    self.conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(f"{s.lock_timeout_ms}ms")))
+                    if not db.relation_exists(self.conn, job.chunk_schema, job.chunk_name):
+                        self.ledger.transition(job.id, [JobState.ARCHIVED], JobState.DROPPED, dropped_at="now()",
+                                               reason="chunk was already gone")
+                        return StepResult(job.id, name, "drop", "done", "already gone", seconds=time.monotonic() - started)
+                    rel = db.relation(job.chunk_schema, job.chunk_name)
+                    self.conn.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(rel))
+                    columns = db.source_columns(self.conn, job.chunk_schema, job.chunk_name)
+                    if schema_fingerprint(columns) != job.schema_fingerprint:
+                        raise SourceChangedError(f"{name}: columns changed since it was archived")
+                    plans = plan_columns(columns, unsupported_as_text=s.unsupported_as_text)
+                    now_fp = db.fingerprint(self.conn, job.chunk_schema, job.chunk_name, plans)
+                    if now_fp.token != job.content_hash:
+                        raise SourceChangedError(
+                            f"{name}: rows changed since the archive snapshot ({job.row_count} archived, {now_fp.rows} now)"
+                        )
+                    self.conn.execute(sql.SQL("DROP TABLE {}").format(rel))
+                    self.ledger.transition(job.id, [JobState.ARCHIVED], JobState.DROPPED, dropped_at="now()",
+                                           last_error=None)
+                    crash_point("before_drop_commit")
+                break
+            except pgerrors.LockNotAvailable:
+                attempt += 1
+                if attempt > s.drop_retries:
+                    message = f"could not lock {name} within {s.lock_timeout_ms} ms after {attempt} tries; will retry"
+                    self.conn.execute(sql.SQL("UPDATE {}.jobs SET last_error = %s, updated_at = now() WHERE id = %s").format(
+                        sql.Identifier(s.ledger_schema)), (message, job.id))
+                    return StepResult(job.id, name, "drop", "failed", message, seconds=time.monotonic() - started)
+                time.sleep(min(0.2 * 2 ** attempt, 5.0))
+            except UnsupportedTypeError as error:
+                return StepResult(job.id, name, "drop", "failed", _first_line(error), seconds=time.monotonic() - started)
+        self.progress("dropped", job, {})
+        log.info("job %s dropped %s", job.id, name, extra={"job_id": job.id})
+        return StepResult(job.id, name, "drop", "done", "", rows=job.row_count or 0, bytes=job.byte_count or 0,
+                          seconds=time.monotonic() - started)
+
+    # -- whole run ------------------------------------------------------------------------------
+    def runnable_jobs(self, table: str | None = None) -> list[Job]:
+        states = [JobState.PLANNED, JobState.FAILED, JobState.ARCHIVING, JobState.ARCHIVED]
+        jobs = self.ledger.jobs([str(s) for s in states], limit=1_000_000)
+        out = []
+        for job in jobs:
+            if table and table not in (job.table, job.table_name):
+                continue
+            if job.state == JobState.FAILED and job.attempts >= self.settings.max_attempts:
+                continue
+            out.append(job)
+        return sorted(out, key=lambda j: j.id)
+
+    def process(self, job: Job, *, drop: bool) -> list[StepResult]:
+        results = []
+        if job.state != JobState.ARCHIVED:
+            result = self.archive(job.id)
+            results.append(result)
+            if result.outcome == "failed":
+                return results
+        if drop:
+            current = self.ledger.get(job.id)
+            if current is not None and current.state == JobState.ARCHIVED:
+                results.append(self.drop(job.id))
+        return results
+
+    def run(self, *, hypertable: str | None = None, dry_run: bool | None = None, drop: bool = True) -> RunReport:
+        """Plan, archive, verify and drop every due chunk."""
+        dry = self.settings.dry_run if dry_run is None else dry_run
+        entries = self.plan(hypertable)
+        report = RunReport(planned=entries, dry_run=dry)
+        if dry:
+            return report
+        self.record_plan(entries)
+        jobs = self.runnable_jobs(hypertable)
+        self.progress("start", None, {"jobs": len(jobs)})
+        if self.settings.parallel_chunks <= 1 or len(jobs) <= 1:
+            for job in jobs:
+                report.steps.extend(self.process(job, drop=drop))
+        else:
+            def work(batch: list[Job]) -> list[StepResult]:
+                with Engine(self.settings, clock=self.clock, progress=self.progress) as worker:
+                    worker._migrated = True
+                    return [r for job in batch for r in worker.process(job, drop=drop)]
+
+            lanes = [jobs[i::self.settings.parallel_chunks] for i in range(self.settings.parallel_chunks)]
+            with ThreadPoolExecutor(max_workers=len(lanes)) as pool:
+                for results in pool.map(work, [lane for lane in lanes if lane]):
+                    report.steps.extend(results)
+        return report
+
+    # -- status ---------------------------------------------------------------------------------
+    def status(self) -> list[dict[str, Any]]:
+        """Per table: hot, due, archived, dropped, failed and blocked counts, oldest unarchived chunk, bytes moved."""
+        self._ensure_ledger()
+        entries = self.plan()
+        jobs = self.ledger.all_jobs()
+        tables: dict[str, dict[str, Any]] = {}
+
+        def row(name: str) -> dict[str, Any]:
+            return tables.setdefault(name, {"table": name, "hot": 0, "due": 0, "archived": 0, "dropped": 0,
+                                            "failed": 0, "blocked": 0, "skipped": 0, "oldest_unarchived": None,
+                                            "rows_archived": 0, "bytes_archived": 0, "skip_reason": None})
+
+        live = {(j.chunk_schema, j.chunk_name): j for j in jobs if j.state != JobState.DROPPED}
+        for entry in entries:
+            r = row(entry.chunk.table)
+            job = live.get((entry.chunk.chunk_schema, entry.chunk.chunk_name))
+            if entry.decision == Decision.HOT:
+                r["hot"] += 1
+            elif entry.decision == Decision.SKIPPED:
+                r["skipped"] += 1
+                r["skip_reason"] = entry.reason
+            elif entry.decision == Decision.BLOCKED:
+                r["blocked"] += 1
+            elif job is None or job.state in (JobState.PLANNED, JobState.ARCHIVING):
+                r["due"] += 1
+            if entry.decision in (Decision.DUE, Decision.BLOCKED) and (job is None or job.state != JobState.ARCHIVED):
+                start = entry.chunk.range_start
+                shown = start.isoformat() if isinstance(start, datetime) else start
+                if r["oldest_unarchived"] is None:
+                    r["oldest_unarchived"] = {"chunk": entry.chunk.qualified_chunk, "range_start": shown}
+        for job in jobs:
+            r = row(job.table)
+            if job.state == JobState.ARCHIVED:
+                r["archived"] += 1
+            elif job.state == JobState.DROPPED:
+                r["dropped"] += 1
+            elif job.state == JobState.FAILED:
+                r["failed"] += 1
+            if job.state in (JobState.ARCHIVED, JobState.DROPPED):
+                r["rows_archived"] += job.row_count or 0
+                r["bytes_archived"] += job.byte_count or 0
+        return sorted(tables.values(), key=lambda r: r["table"])

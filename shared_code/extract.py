@@ -1,0 +1,140 @@
+"""Stream a chunk out of PostgreSQL as Arrow record batches, in one consistent snapshot (ADBC).
+
+Rows never become Python objects: ADBC decodes COPY binary into Arrow, and fix-ups are Arrow compute kernels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .db import SESSION_SETTINGS, Fingerprint, fingerprint_sql, parse_fingerprint, relation_sql
+from .errors import ArchiverError, UnsupportedTypeError
+from .typemap import ColumnPlan
+
+INT64_MAX = 9_223_372_036_854_775_807
+INT32_MAX = 2_147_483_647
+
+
+@dataclass
+class Snapshot:
+    """The consistent view an extraction reads: the fingerprint and a batch stream from the same snapshot."""
+
+    fingerprint: Fingerprint
+    schema: pa.Schema
+    batches: Iterator[pa.RecordBatch]
+
+
+def _select_sql(rel: str, plans: list[ColumnPlan], infinite: frozenset[str]) -> str:
+    items = []
+    for plan in plans:
+        if plan.name in infinite:
+            ident = '"' + plan.name.replace('"', '""') + '"'
+            items.append(f"CASE WHEN isfinite({ident}) THEN {ident} END AS {ident}")
+            items.append(
+                f"CASE WHEN {ident} = 'infinity' THEN 1::int2 WHEN {ident} = '-infinity' THEN -1::int2 "
+                f"ELSE 0::int2 END AS {plan.flag_column()}"
+            )
+        else:
+            items.append(plan.select_sql)
+    return f"SELECT {', '.join(items) or '1'} FROM {rel}"
+
+
+def _target_type(plan: ColumnPlan, source: pa.DataType) -> pa.DataType:
+    if plan.conversion == "decimal":
+        assert plan.precision is not None
+        precision = max(plan.precision, 1)
+        return pa.decimal128(precision, plan.scale or 0) if precision <= 38 else pa.decimal256(precision, plan.scale or 0)
+    return source
+
+
+def output_schema(source: pa.Schema, plans: list[ColumnPlan], meta: dict[bytes, bytes]) -> pa.Schema:
+    """The Parquet schema: source types after fix-ups, each field tagged with its PostgreSQL type."""
+    fields = []
+    for plan in plans:
+        src = source.field(plan.name)
+        fields.append(pa.field(plan.name, _target_type(plan, src.type), nullable=True,
+                               metadata={b"pg_type": plan.pg_type.encode()}))
+    return pa.schema(fields, metadata=meta)
+
+
+def _fix_infinite(values: pa.Array, flags: pa.Array, is_date: bool) -> pa.Array:
+    """Map PostgreSQL +/-infinity to DuckDB's infinity sentinels (max/-max of the storage integer)."""
+    storage = pa.int32() if is_date else pa.int64()
+    top = INT32_MAX if is_date else INT64_MAX
+    raw = values.view(storage)
+    fixed = pc.if_else(pc.equal(flags, 1), pa.scalar(top, storage),
+                       pc.if_else(pc.equal(flags, -1), pa.scalar(-top, storage), raw))
+    return fixed.view(values.type)
+
+
+def convert_batch(batch: pa.RecordBatch, plans: list[ColumnPlan], schema: pa.Schema, infinite: frozenset[str]) -> pa.RecordBatch:
+    """Apply per-column fix-ups and return a batch with exactly `schema`."""
+    arrays = []
+    for plan, field in zip(plans, schema, strict=True):
+        column = batch.column(plan.name)
+        if isinstance(column, pa.ChunkedArray):
+            column = column.combine_chunks()
+        if plan.conversion == "decimal":
+            try:
+                column = pc.cast(column, field.type)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
+                raise UnsupportedTypeError(
+                    f"column {plan.name!r} ({plan.pg_type}) holds a value Parquet DECIMAL cannot store "
+                    f"(NaN, Infinity or out of range): {error}. Alter the column to plain numeric, which is archived "
+                    "as exact text."
+                ) from None
+        elif plan.name in infinite:
+            column = _fix_infinite(column, batch.column(plan.flag_column()), plan.conversion == "infinite_date")
+        if column.type != field.type:
+            column = column.cast(field.type)
+        arrays.append(column)
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+@contextmanager
+def open_snapshot(dsn: str, schema: str, name: str, plans: list[ColumnPlan], batch_size_bytes: int,
+                  meta: dict[bytes, bytes]) -> Iterator[Snapshot]:
+    """Open a REPEATABLE READ snapshot; fingerprint and stream the chunk from it."""
+    import adbc_driver_postgresql.dbapi as adbc
+
+    rel = relation_sql(schema, name)
+    try:
+        conn = adbc.connect(dsn, autocommit=True)
+    except Exception as error:  # ADBC raises driver-specific classes
+        raise ArchiverError(f"cannot open an extraction connection: {str(error).splitlines()[0]}") from None
+    cursor = conn.cursor()
+    try:
+        for setting, value in SESSION_SETTINGS.items():
+            cursor.execute(f"SET {setting} = '{value}'")
+        cursor.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        cursor.execute(fingerprint_sql(rel, plans))
+        row = cursor.fetchone()
+        assert row is not None
+        fp = parse_fingerprint(tuple(row), plans)
+        if fp.multidim_columns:
+            names = ", ".join(sorted(fp.multidim_columns))
+            raise UnsupportedTypeError(
+                f"column(s) {names} hold multi-dimensional arrays, which Parquet lists cannot represent faithfully. "
+                "Store them as 1-D arrays or jsonb, then rerun."
+            )
+        cursor.adbc_statement.set_options(**{"adbc.postgresql.batch_size_hint_bytes": str(batch_size_bytes)})
+        cursor.execute(_select_sql(rel, plans, fp.infinite_columns))
+        reader = cursor.fetch_record_batch()
+        out_schema = output_schema(reader.schema, plans, meta)
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            for batch in reader:
+                if batch.num_rows:
+                    yield convert_batch(batch, plans, out_schema, fp.infinite_columns)
+
+        yield Snapshot(fingerprint=fp, schema=out_schema, batches=batches())
+    finally:
+        try:
+            cursor.close()
+        finally:
+            conn.close()  # ends the read-only transaction

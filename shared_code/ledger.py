@@ -1,0 +1,283 @@
+"""The job ledger: versioned migrations, atomic compare-and-set transitions, session-bound claims."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
+
+from .errors import JobStateError
+from .planning import Chunk, ChunkKind
+
+
+class JobState(StrEnum):
+    PLANNED = "planned"
+    ARCHIVING = "archiving"
+    ARCHIVED = "archived"
+    DROPPED = "dropped"
+    FAILED = "failed"
+    BLOCKED = "blocked"
+
+
+_MIGRATIONS: list[str] = [
+    # 1: jobs table
+    """
+    CREATE TABLE IF NOT EXISTS {schema}.jobs (
+        id               bigserial PRIMARY KEY,
+        kind             text NOT NULL,
+        table_schema     text NOT NULL,
+        table_name       text NOT NULL,
+        chunk_schema     text NOT NULL,
+        chunk_name       text NOT NULL,
+        range_start      timestamptz,
+        range_end        timestamptz,
+        range_start_int  bigint,
+        range_end_int    bigint,
+        is_compressed    boolean NOT NULL DEFAULT false,
+        state            text NOT NULL CHECK (state IN
+                           ('planned','archiving','archived','dropped','failed','blocked')),
+        reason           text,
+        attempts         integer NOT NULL DEFAULT 0,
+        last_error       text,
+        lake_paths       jsonb NOT NULL DEFAULT '[]'::jsonb,
+        manifest_path    text,
+        row_count        bigint,
+        byte_count       bigint,
+        checksums        jsonb NOT NULL DEFAULT '{{}}'::jsonb,
+        content_hash     text,
+        schema_fingerprint text,
+        claimed_by_pid   integer,
+        claimed_at       timestamptz,
+        next_attempt_at  timestamptz,
+        created_at       timestamptz NOT NULL DEFAULT now(),
+        updated_at       timestamptz NOT NULL DEFAULT now(),
+        archived_at      timestamptz,
+        dropped_at       timestamptz
+    );
+    CREATE UNIQUE INDEX IF NOT EXISTS jobs_live_chunk ON {schema}.jobs (chunk_schema, chunk_name)
+        WHERE state <> 'dropped';
+    CREATE INDEX IF NOT EXISTS jobs_table_state ON {schema}.jobs (table_schema, table_name, state);
+    """,
+]
+
+
+@dataclass(frozen=True)
+class Job:
+    id: int
+    kind: ChunkKind
+    table_schema: str
+    table_name: str
+    chunk_schema: str
+    chunk_name: str
+    range_start: datetime | int | None
+    range_end: datetime | int | None
+    is_compressed: bool
+    state: JobState
+    reason: str | None
+    attempts: int
+    last_error: str | None
+    lake_paths: list[str]
+    manifest_path: str | None
+    row_count: int | None
+    byte_count: int | None
+    checksums: dict[str, str]
+    content_hash: str | None
+    schema_fingerprint: str | None
+    created_at: datetime
+    updated_at: datetime
+    archived_at: datetime | None
+    dropped_at: datetime | None
+    next_attempt_at: datetime | None
+
+    @property
+    def table(self) -> str:
+        return f"{self.table_schema}.{self.table_name}"
+
+    @property
+    def chunk(self) -> Chunk:
+        return Chunk(
+            kind=self.kind, table_schema=self.table_schema, table_name=self.table_name,
+            chunk_schema=self.chunk_schema, chunk_name=self.chunk_name,
+            range_start=self.range_start, range_end=self.range_end, is_compressed=self.is_compressed,
+            integer_time=isinstance(self.range_start, int) or isinstance(self.range_end, int),
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in self.__dict__.items():
+            out[key] = value.isoformat() if isinstance(value, datetime) else str(value) if isinstance(value, StrEnum) else value
+        return out
+
+
+def _job(row: dict[str, Any]) -> Job:
+    integer = row["range_start_int"] is not None or row["range_end_int"] is not None
+    return Job(
+        id=row["id"], kind=ChunkKind(row["kind"]), table_schema=row["table_schema"], table_name=row["table_name"],
+        chunk_schema=row["chunk_schema"], chunk_name=row["chunk_name"],
+        range_start=row["range_start_int"] if integer else row["range_start"],
+        range_end=row["range_end_int"] if integer else row["range_end"],
+        is_compressed=row["is_compressed"], state=JobState(row["state"]), reason=row["reason"],
+        attempts=row["attempts"], last_error=row["last_error"], lake_paths=list(row["lake_paths"] or []),
+        manifest_path=row["manifest_path"], row_count=row["row_count"], byte_count=row["byte_count"],
+        checksums=dict(row["checksums"] or {}), content_hash=row["content_hash"],
+        schema_fingerprint=row["schema_fingerprint"], created_at=row["created_at"], updated_at=row["updated_at"],
+        archived_at=row["archived_at"], dropped_at=row["dropped_at"], next_attempt_at=row["next_attempt_at"],
+    )
+
+
+class Ledger:
+    """Job rows in `<schema>.jobs` of the source database."""
+
+    def __init__(self, conn: psycopg.Connection, schema: str = "archiver") -> None:
+        self.conn = conn
+        self.schema = schema
+        self._jobs = sql.SQL("{}.jobs").format(sql.Identifier(schema))
+
+    # -- migrations -------------------------------------------------------------------------
+    def migrate(self) -> int:
+        """Apply pending migrations under a lock; safe to run concurrently and repeatedly."""
+        ident = sql.Identifier(self.schema)
+        with self.conn.transaction():
+            self.conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"tsarchive-migrate:{self.schema}",))
+            self.conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(ident))
+            self.conn.execute(
+                sql.SQL(
+                    "CREATE TABLE IF NOT EXISTS {}.schema_migrations (version integer PRIMARY KEY, "
+                    "applied_at timestamptz NOT NULL DEFAULT now())"
+                ).format(ident)
+            )
+            row = self.conn.execute(
+                sql.SQL("SELECT coalesce(max(version), 0) FROM {}.schema_migrations").format(ident)
+            ).fetchone()
+            current = int(row[0]) if row else 0
+            for version, body in enumerate(_MIGRATIONS, start=1):
+                if version <= current:
+                    continue
+                self.conn.execute(sql.SQL(body.replace("{schema}", "{0}")).format(ident))  # type: ignore[arg-type]
+                self.conn.execute(
+                    sql.SQL("INSERT INTO {}.schema_migrations (version) VALUES (%s)").format(ident), (version,)
+                )
+        return len(_MIGRATIONS)
+
+    def version(self) -> int:
+        row = self.conn.execute(
+            sql.SQL("SELECT coalesce(max(version), 0) FROM {}.schema_migrations").format(sql.Identifier(self.schema))
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    # -- reads ------------------------------------------------------------------------------
+    def _select(self, where: sql.Composable, params: tuple = (), suffix: str = "ORDER BY id") -> list[Job]:
+        query = sql.SQL("SELECT * FROM {} WHERE {} " + suffix).format(self._jobs, where)
+        with self.conn.cursor(row_factory=dict_row) as cur:
+            return [_job(row) for row in cur.execute(query, params).fetchall()]
+
+    def get(self, job_id: int) -> Job | None:
+        jobs = self._select(sql.SQL("id = %s"), (job_id,))
+        return jobs[0] if jobs else None
+
+    def live_for(self, chunk: Chunk) -> Job | None:
+        jobs = self._select(
+            sql.SQL("chunk_schema = %s AND chunk_name = %s AND state <> 'dropped'"), (chunk.chunk_schema, chunk.chunk_name)
+        )
+        return jobs[0] if jobs else None
+
+    def jobs(self, states: list[str] | None = None, table: str | None = None, limit: int = 100, offset: int = 0) -> list[Job]:
+        clauses: list[sql.Composable] = [sql.SQL("true")]
+        params: list[Any] = []
+        if states:
+            clauses.append(sql.SQL("state = ANY(%s)"))
+            params.append(list(states))
+        if table:
+            clauses.append(sql.SQL("table_schema || '.' || table_name = %s"))
+            params.append(table)
+        return self._select(
+            sql.SQL(" AND ").join(clauses), (*params, limit, offset), "ORDER BY updated_at DESC, id DESC LIMIT %s OFFSET %s"
+        )
+
+    def all_jobs(self) -> list[Job]:
+        return self._select(sql.SQL("true"))
+
+    # -- writes -----------------------------------------------------------------------------
+    def record(self, chunk: Chunk, state: JobState, reason: str = "") -> Job:
+        """Insert a planned/blocked job for a chunk, or refresh a planned/blocked one; others are left alone."""
+        integer = chunk.integer_time
+        params = {
+            "kind": str(chunk.kind), "ts": chunk.table_schema, "tn": chunk.table_name,
+            "cs": chunk.chunk_schema, "cn": chunk.chunk_name,
+            "rs": None if integer else chunk.range_start, "re": None if integer else chunk.range_end,
+            "rsi": chunk.range_start if integer else None, "rei": chunk.range_end if integer else None,
+            "comp": chunk.is_compressed, "state": str(state), "reason": reason or None,
+        }
+        query = sql.SQL(
+            """
+            INSERT INTO {jobs} (kind, table_schema, table_name, chunk_schema, chunk_name, range_start, range_end,
+                                range_start_int, range_end_int, is_compressed, state, reason)
+            VALUES (%(kind)s, %(ts)s, %(tn)s, %(cs)s, %(cn)s, %(rs)s, %(re)s, %(rsi)s, %(rei)s, %(comp)s, %(state)s, %(reason)s)
+            ON CONFLICT (chunk_schema, chunk_name) WHERE state <> 'dropped' DO UPDATE
+               SET state = CASE WHEN {jobs}.state IN ('planned', 'blocked') THEN EXCLUDED.state ELSE {jobs}.state END,
+                   reason = CASE WHEN {jobs}.state IN ('planned', 'blocked') THEN EXCLUDED.reason ELSE {jobs}.reason END,
+                   is_compressed = EXCLUDED.is_compressed,
+                   updated_at = CASE WHEN {jobs}.state IN ('planned', 'blocked') AND {jobs}.state <> EXCLUDED.state
+                                     THEN now() ELSE {jobs}.updated_at END
+            RETURNING *
+            """
+        ).format(jobs=self._jobs)
+        with self.conn.cursor(row_factory=dict_row) as cur:
+            row = cur.execute(query, params).fetchone()
+        assert row is not None
+        return _job(row)
+
+    def transition(self, job_id: int, from_states: list[JobState], to_state: JobState, **fields: Any) -> Job:
+        """Compare-and-set: move a job only if it is in one of `from_states`."""
+        assignments = [sql.SQL("state = %s"), sql.SQL("updated_at = now()")]
+        params: list[Any] = [str(to_state)]
+        for name, value in fields.items():
+            if name in ("lake_paths", "checksums"):
+                value = json.dumps(value)
+            if value == "now()":
+                assignments.append(sql.SQL("{} = now()").format(sql.Identifier(name)))
+                continue
+            assignments.append(sql.SQL("{} = %s").format(sql.Identifier(name)))
+            params.append(value)
+        query = sql.SQL("UPDATE {} SET {} WHERE id = %s AND state = ANY(%s) RETURNING *").format(
+            self._jobs, sql.SQL(", ").join(assignments)
+        )
+        with self.conn.cursor(row_factory=dict_row) as cur:
+            row = cur.execute(query, (*params, job_id, [str(s) for s in from_states])).fetchone()
+        if row is None:
+            current = self.get(job_id)
+            state = current.state if current else "missing"
+            raise JobStateError(
+                f"job {job_id} is {state}; expected one of {', '.join(map(str, from_states))} to move it to {to_state}"
+            )
+        return _job(row)
+
+    # -- claims -----------------------------------------------------------------------------
+    def _lock_key(self, job_id: int) -> str:
+        return f"tsarchive:{self.schema}:{job_id}"
+
+    def try_claim(self, job_id: int) -> bool:
+        """Session-level advisory lock: held while this connection lives, released if the worker dies."""
+        row = self.conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (self._lock_key(job_id),)).fetchone()
+        return bool(row and row[0])
+
+    def release(self, job_id: int) -> None:
+        self.conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (self._lock_key(job_id),))
+
+    @contextmanager
+    def claimed(self, job_id: int) -> Iterator[bool]:
+        """Yield whether this worker holds the job; release on exit."""
+        held = self.try_claim(job_id)
+        try:
+            yield held
+        finally:
+            if held:
+                self.release(job_id)

@@ -1,0 +1,162 @@
+"""One validated settings object, read from ARCHIVER_* environment variables or Function app settings."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from .errors import ConfigError
+
+ENV_PREFIX = "ARCHIVER_"
+_IDENT = re.compile(r"^[^\s.]+\.[^\s.]+$|^[^\s.]+$")
+
+
+def _split_list(value: Any) -> Any:
+    """Accept a JSON list or a comma-separated string."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            return json.loads(text)
+        return [item.strip() for item in text.split(",") if item.strip()]
+    return value
+
+
+def _parse_dict(value: Any) -> Any:
+    """Accept a JSON object or `name=value,name=value`."""
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return {}
+        if text.startswith("{"):
+            return json.loads(text)
+        pairs = {}
+        for item in text.split(","):
+            name, sep, number = item.partition("=")
+            if not sep:
+                raise ValueError(f"expected name=value, got {item.strip()!r}")
+            pairs[name.strip()] = number.strip()
+        return pairs
+    return value
+
+
+class Settings(BaseSettings):
+    """Archiver settings; see the README table for every name and default."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", case_sensitive=False)
+
+    database_url: SecretStr = Field(description="PostgreSQL/TimescaleDB connection URL (libpq form).")
+    lake_url: str = Field(default_factory=lambda: (Path.cwd() / "lake").as_uri())
+    lake_connection_string: SecretStr | None = None
+    lake_client_id: str | None = None
+    retention_days: int = Field(default=730, ge=1)
+    retention_overrides: Annotated[dict[str, int], NoDecode] = Field(default_factory=dict)
+    integer_retention: Annotated[dict[str, int], NoDecode] = Field(default_factory=dict)
+    include: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    exclude: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    partitioned_tables: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    dry_run: bool = False
+    ledger_schema: str = Field(default="archiver", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+    batch_size_bytes: int = Field(default=16 * 1024 * 1024, ge=64 * 1024)
+    row_group_rows: int = Field(default=500_000, ge=1_000)
+    max_file_bytes: int = Field(default=1024 * 1024 * 1024, ge=1024 * 1024)
+    zstd_level: int = Field(default=3, ge=1, le=22)
+    parallel_chunks: int = Field(default=1, ge=1, le=64)
+    max_attempts: int = Field(default=5, ge=1)
+    lock_timeout_ms: int = Field(default=5_000, ge=1)
+    drop_retries: int = Field(default=5, ge=0)
+    drop_recheck: Literal["checksum", "footer"] = "checksum"
+    unsupported_as_text: bool = False
+
+    @field_validator("include", "exclude", "partitioned_tables", mode="before")
+    @classmethod
+    def _lists(cls, value: Any) -> Any:
+        return _split_list(value)
+
+    @field_validator("retention_overrides", "integer_retention", mode="before")
+    @classmethod
+    def _dicts(cls, value: Any) -> Any:
+        return _parse_dict(value)
+
+    @field_validator("retention_overrides")
+    @classmethod
+    def _positive_days(cls, value: dict[str, int]) -> dict[str, int]:
+        bad = [name for name, days in value.items() if days < 1]
+        if bad:
+            raise ValueError(f"retention days must be >= 1 for {', '.join(bad)}")
+        return value
+
+    @field_validator("partitioned_tables")
+    @classmethod
+    def _qualified(cls, value: list[str]) -> list[str]:
+        bad = [name for name in value if not _IDENT.match(name)]
+        if bad:
+            raise ValueError(f"expected schema.table names, got {', '.join(map(repr, bad))}")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _db_url(cls, value: SecretStr) -> SecretStr:
+        raw = value.get_secret_value().strip()
+        if not raw:
+            raise ValueError("must not be empty")
+        if "://" in raw and urlsplit(raw).scheme not in ("postgresql", "postgres"):
+            raise ValueError("must be a postgresql:// URL or a libpq 'key=value' string")
+        return value
+
+    @field_validator("lake_url")
+    @classmethod
+    def _lake_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme == "file":
+            if not parts.path.startswith("/"):
+                raise ValueError("file URLs must be absolute, e.g. file:///var/lib/archive")
+        elif parts.scheme in ("abfss", "abfs"):
+            if "@" not in parts.netloc or not parts.netloc.split("@", 1)[0]:
+                raise ValueError(
+                    "expected abfss://<filesystem>@<account>.dfs.core.windows.net/<prefix>"
+                )
+        else:
+            raise ValueError("must start with file:// or abfss://")
+        return value
+
+    @model_validator(mode="after")
+    def _integer_retention_positive(self) -> Settings:
+        bad = [name for name, span in self.integer_retention.items() if span < 1]
+        if bad:
+            raise ValueError(f"ARCHIVER_INTEGER_RETENTION values must be >= 1 for {', '.join(bad)}")
+        return self
+
+    def database_dsn(self) -> str:
+        return self.database_url.get_secret_value()
+
+
+def _format_errors(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        loc = [str(part) for part in item.get("loc", ()) if not isinstance(part, int)]
+        name = ENV_PREFIX + loc[0].upper() if loc else "settings"
+        message = item.get("msg", "invalid").removeprefix("Value error, ")
+        if item.get("type") == "missing":
+            message = "is required but not set"
+        given = item.get("input")
+        shown = "" if item.get("type") == "missing" or name.endswith(("URL", "STRING")) else f" (got {given!r})"
+        if isinstance(given, (dict, list)):
+            shown = ""
+        lines.append(f"  - {name}: {message}{shown}")
+    return "Invalid configuration:\n" + "\n".join(lines)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read settings; raise ConfigError listing every problem at once."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as error:
+        raise ConfigError(_format_errors(error)) from None
+    except json.JSONDecodeError as error:  # malformed JSON in a list/dict setting
+        raise ConfigError(f"Invalid configuration:\n  - a JSON setting is malformed: {error}") from None

@@ -1,0 +1,136 @@
+"""PostgreSQL -> Arrow/Parquet type mapping: what to SELECT per column and how to fix it up in Arrow.
+
+Pure: takes catalog facts, returns plans. The README's type table is generated from MAPPING_DOC.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+from .errors import UnsupportedTypeError
+
+# Element types ADBC decodes natively inside one-dimensional arrays.
+_NATIVE_ARRAY_ELEMENTS = {"bool", "int2", "int4", "int8", "float4", "float8", "text", "varchar", "bpchar"}
+_NATIVE = {
+    "bool", "int2", "int4", "int8", "float4", "float8", "text", "varchar", "bpchar", "name",
+    "bytea", "uuid", "json", "jsonb", "time",
+}
+_TEXT_FORM = {"inet", "cidr", "macaddr", "macaddr8", "interval", "timetz"}
+_INFINITE = {"timestamp", "timestamptz", "date"}
+
+MAPPING_DOC: list[tuple[str, str, str]] = [
+    ("bool", "BOOLEAN", ""),
+    ("int2 / int4 / int8", "INT16 / INT32 / INT64", ""),
+    ("float4 / float8", "FLOAT / DOUBLE", "NaN, Infinity and -Infinity kept"),
+    ("numeric(p,s), p <= 38", "DECIMAL(p,s) (decimal128)", "NaN/Infinity cannot be stored: the job fails naming the column"),
+    ("numeric(p,s), p > 38", "DECIMAL(p,s) (decimal256)", "as above"),
+    ("numeric (no typmod)", "STRING, exact text", "NaN, Infinity kept; cast in the query (`::DECIMAL(38,10)`)"),
+    ("text / varchar / char(n) / name", "STRING", "char(n) keeps its padding"),
+    ("bytea", "BINARY", ""),
+    ("uuid", "FIXED_LEN_BYTE_ARRAY(16), logical UUID", "DuckDB reads UUID"),
+    ("json / jsonb", "STRING, logical JSON", "jsonb in PostgreSQL's normalised text"),
+    ("date", "DATE", "+/-infinity -> +/-2147483647 days (DuckDB's infinity)"),
+    ("time", "TIME(us)", ""),
+    ("timetz", "STRING", "PostgreSQL text form, e.g. 12:00:00+02"),
+    ("timestamp", "TIMESTAMP(us)", "+/-infinity -> +/-INT64_MAX us (DuckDB's infinity)"),
+    ("timestamptz", "TIMESTAMP(us, UTC)", "as above"),
+    ("interval", "STRING, ISO 8601", "e.g. P1Y2M3DT4H5M6.7S; DuckDB: `::INTERVAL`"),
+    ("1-D arrays of bool/int/float/text", "LIST<element>", "NULL elements kept; multi-dimensional arrays fail the job"),
+    ("1-D arrays of other types", "LIST<STRING>", "elements in PostgreSQL text form"),
+    ("enum", "STRING", "the label"),
+    ("inet / cidr / macaddr / macaddr8", "STRING", "PostgreSQL text form"),
+    ("domains", "as the base type", ""),
+    ("anything else (ranges, geometric, xml, bit, money, composite, ...)", "rejected", "the job fails before writing; ARCHIVER_UNSUPPORTED_AS_TEXT=true archives them as STRING"),
+]
+
+
+@dataclass(frozen=True)
+class SourceColumn:
+    """Catalog facts about one column."""
+
+    name: str
+    type_display: str  # format_type(), e.g. numeric(10,2)
+    base_type: str  # typname after resolving domains, e.g. numeric, _int4
+    type_category: str  # pg_type.typcategory of the base type
+    numeric_precision: int | None = None
+    numeric_scale: int | None = None
+    element_type: str | None = None  # typname of the array element
+    is_domain: bool = False
+
+
+@dataclass(frozen=True)
+class ColumnPlan:
+    """How one column is selected and converted."""
+
+    name: str
+    pg_type: str
+    select_sql: str
+    conversion: str = "none"  # none | decimal | infinite_timestamp | infinite_date
+    precision: int | None = None
+    scale: int | None = None
+    check_infinite: bool = False
+    check_ndims: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    def flag_column(self) -> str:
+        return f"__tsarchive_inf_{hashlib.sha1(self.name.encode()).hexdigest()[:10]}"
+
+
+def quote_ident(name: str) -> str:
+    """Quote an identifier the way PostgreSQL does."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def plan_column(column: SourceColumn, *, unsupported_as_text: bool = False) -> ColumnPlan:
+    """Decide how to archive one column; raise UnsupportedTypeError for anything unfaithful."""
+    ident = quote_ident(column.name)
+    base = column.base_type
+    # Domains: select as the base type so ADBC sees the real type.
+    source = f"{ident}::{base}" if column.is_domain else ident
+    if base in _NATIVE or column.type_category == "E":
+        return ColumnPlan(column.name, column.type_display, f"{source} AS {ident}")
+    if base == "numeric":
+        if column.numeric_precision is None:
+            return ColumnPlan(column.name, column.type_display, f"{ident}::text AS {ident}")
+        return ColumnPlan(
+            column.name, column.type_display, f"{ident}::text AS {ident}", conversion="decimal",
+            precision=column.numeric_precision, scale=column.numeric_scale or 0,
+        )
+    if base in _INFINITE:
+        return ColumnPlan(
+            column.name, column.type_display, f"{source} AS {ident}",
+            conversion="infinite_date" if base == "date" else "infinite_timestamp", check_infinite=True,
+        )
+    if base in _TEXT_FORM:
+        return ColumnPlan(column.name, column.type_display, f"{ident}::text AS {ident}")
+    if column.type_category == "A" and column.element_type:
+        if column.element_type in _NATIVE_ARRAY_ELEMENTS:
+            return ColumnPlan(column.name, column.type_display, f"{ident} AS {ident}", check_ndims=True)
+        return ColumnPlan(column.name, column.type_display, f"{ident}::text[] AS {ident}", check_ndims=True)
+    if unsupported_as_text:
+        return ColumnPlan(column.name, column.type_display, f"{ident}::text AS {ident}", notes=["as text"])
+    raise UnsupportedTypeError(
+        f"column {column.name!r} has type {column.type_display}, which cannot be archived faithfully to Parquet. "
+        "Cast it in a view you archive instead, or set ARCHIVER_UNSUPPORTED_AS_TEXT=true to archive "
+        "such columns as their PostgreSQL text form."
+    )
+
+
+def plan_columns(columns: list[SourceColumn], *, unsupported_as_text: bool = False) -> list[ColumnPlan]:
+    """Plan every column; report every unsupported column in one error."""
+    plans, problems = [], []
+    for column in columns:
+        try:
+            plans.append(plan_column(column, unsupported_as_text=unsupported_as_text))
+        except UnsupportedTypeError as error:
+            problems.append(str(error))
+    if problems:
+        raise UnsupportedTypeError("; ".join(problems))
+    return plans
+
+
+def schema_fingerprint(columns: list[SourceColumn]) -> str:
+    """A stable digest of column names and types, to detect schema changes between archive and drop."""
+    text = "\n".join(f"{c.name}\t{c.type_display}" for c in columns)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Starts/stops the local stack on loopback: PostgreSQL 15, Azurite, TimescaleDB (PGlite WASM). Idempotent.
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+STATE="$ROOT/.local"
+PG_PORT="${TSARCHIVE_PG_PORT:-55432}"
+TSDB_PORT="${TSARCHIVE_TSDB_PORT:-55433}"
+AZURITE_BLOB_PORT="${TSARCHIVE_AZURITE_BLOB_PORT:-10000}"
+AZURITE_QUEUE_PORT="${TSARCHIVE_AZURITE_QUEUE_PORT:-10001}"
+AZURITE_TABLE_PORT="${TSARCHIVE_AZURITE_TABLE_PORT:-10002}"
+PGBIN="$(ls -d /usr/lib/postgresql/15/bin 2>/dev/null || dirname "$(command -v initdb)")"
+mkdir -p "$STATE"
+
+as_pg() {  # initdb/pg_ctl refuse to run as root
+  if [ "$(id -u)" = "0" ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+wait_port() {
+  for _ in $(seq 1 120); do port_open "$1" && return 0; sleep 0.5; done
+  echo "error: $2 did not start on port $1; see $3" >&2; exit 1
+}
+
+start_postgres() {
+  local data="$STATE/pg"
+  if port_open "$PG_PORT"; then echo "postgres   already running on $PG_PORT"; return; fi
+  if [ ! -s "$data/PG_VERSION" ]; then
+    mkdir -p "$data"; [ "$(id -u)" = "0" ] && chown postgres:postgres "$data"
+    as_pg "$PGBIN/initdb" -D "$data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >"$STATE/pg-initdb.log" 2>&1
+  fi
+  as_pg "$PGBIN/pg_ctl" -D "$data" -l "$data/server.log" -w \
+    -o "-p $PG_PORT -k /tmp -c listen_addresses=127.0.0.1 -c max_connections=100 -c fsync=off" start >/dev/null
+  wait_port "$PG_PORT" postgres "$data/server.log"
+  echo "postgres   started on $PG_PORT"
+}
+
+start_node_service() {  # name port logfile command...
+  local name="$1" port="$2" log="$3"; shift 3
+  if port_open "$port"; then echo "$name already running on $port"; return; fi
+  nohup "$@" >"$log" 2>&1 &
+  echo $! >"$STATE/$name.pid"
+  wait_port "$port" "$name" "$log"
+  echo "$name started on $port"
+}
+
+start() {
+  [ -d "$ROOT/tools/node_modules" ] || { echo "error: run 'make setup' first (tools/node_modules missing)" >&2; exit 1; }
+  start_postgres
+  mkdir -p "$STATE/azurite"
+  start_node_service azurite "$AZURITE_BLOB_PORT" "$STATE/azurite.log" \
+    "$ROOT/tools/node_modules/.bin/azurite" --silent --location "$STATE/azurite" --skipApiVersionCheck --loose \
+    --blobHost 127.0.0.1 --blobPort "$AZURITE_BLOB_PORT" --queueHost 127.0.0.1 --queuePort "$AZURITE_QUEUE_PORT" \
+    --tableHost 127.0.0.1 --tablePort "$AZURITE_TABLE_PORT"
+  start_node_service tsdb "$TSDB_PORT" "$STATE/tsdb.log" node "$ROOT/tools/tsdb-server.mjs" "$TSDB_PORT"
+  cat <<URLS
+PostgreSQL 15 : postgresql://postgres@127.0.0.1:$PG_PORT/postgres
+TimescaleDB   : postgresql://postgres:postgres@127.0.0.1:$TSDB_PORT/postgres?sslmode=disable
+Azurite blob  : http://127.0.0.1:$AZURITE_BLOB_PORT/devstoreaccount1
+Azurite queue : http://127.0.0.1:$AZURITE_QUEUE_PORT/devstoreaccount1
+URLS
+}
+
+stop() {
+  for name in tsdb azurite; do
+    if [ -f "$STATE/$name.pid" ]; then kill "$(cat "$STATE/$name.pid")" 2>/dev/null || true; rm -f "$STATE/$name.pid"; echo "$name stopped"; fi
+  done
+  if [ -s "$STATE/pg/PG_VERSION" ]; then as_pg "$PGBIN/pg_ctl" -D "$STATE/pg" -m fast stop >/dev/null 2>&1 && echo "postgres stopped" || true; fi
+}
+
+case "${1:-start}" in
+  start) start ;;
+  stop) stop ;;
+  *) echo "usage: $0 start|stop" >&2; exit 2 ;;
+esac
