@@ -1,0 +1,52 @@
+# tsarchive: local setup, services, demo and tests. Every target is idempotent.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+export TSARCHIVE_PG_PORT ?= 55432
+export TSARCHIVE_TSDB_PORT ?= 55433
+
+.PHONY: setup services services-stop demo test lint bench clean
+
+setup: $(STAMP) tools/node_modules/.installed
+	@command -v initdb >/dev/null 2>&1 || test -x /usr/lib/postgresql/15/bin/initdb || $(MAKE) --no-print-directory postgres-apt
+	@echo "setup done: $(BIN)/tsarchive"
+
+postgres-apt:
+	@if [ "$$(id -u)" = "0" ]; then \
+	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-15 >/dev/null; \
+	else \
+	  echo "PostgreSQL 15 is missing: run 'sudo apt-get install -y postgresql-15' and re-run make setup" >&2; exit 1; \
+	fi
+
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements.txt -r requirements-dev.txt
+	$(BIN)/pip install -q --no-deps -e .
+	touch $@
+
+tools/node_modules/.installed: tools/package.json tools/package-lock.json
+	cd tools && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+services: setup
+	@bash tools/services.sh start
+
+services-stop:
+	@bash tools/services.sh stop
+
+demo: services
+	@bash tools/demo.sh
+
+test: services
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q
+
+bench: services
+	$(BIN)/python bench/bench_run.py
+
+clean: services-stop
+	rm -rf .local
