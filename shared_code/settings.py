@@ -114,7 +114,7 @@ class Settings(BaseSettings):
     def _lake_url(cls, value: str) -> str:
         parts = urlsplit(value)
         if parts.scheme == "file":
-            if not parts.path.startswith("/"):
+            if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
                 raise ValueError("file URLs must be absolute, e.g. file:///var/lib/archive")
         elif parts.scheme in ("abfss", "abfs"):
             if "@" not in parts.netloc or not parts.netloc.split("@", 1)[0]:

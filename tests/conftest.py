@@ -1,0 +1,113 @@
+"""Fixtures over the real local services started by `make services`: PostgreSQL 15, TimescaleDB (WASM), Azurite."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from shared_code.engine import Engine
+from shared_code.settings import Settings, load_settings
+
+PG_PORT = int(os.environ.get("TSARCHIVE_PG_PORT", "55432"))
+TSDB_PORT = int(os.environ.get("TSARCHIVE_TSDB_PORT", "55433"))
+PG_ADMIN = os.environ.get("TSARCHIVE_TEST_PG_URL", f"postgresql://postgres@127.0.0.1:{PG_PORT}/postgres")
+TSDB_URL = os.environ.get(
+    "TSARCHIVE_TEST_TSDB_URL", f"postgresql://postgres:postgres@127.0.0.1:{TSDB_PORT}/postgres?sslmode=disable"
+)
+AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+AZURITE_CONNECTION_STRING = (
+    "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
+    f"AccountKey={AZURITE_KEY};BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1;"
+    "QueueEndpoint=http://127.0.0.1:10001/devstoreaccount1;"
+)
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _require(port: int, what: str) -> None:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    except OSError:
+        pytest.fail(f"{what} is not listening on 127.0.0.1:{port}; run `make services` (make test does it)")
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("ARCHIVER_") or name == "TSARCHIVE_CRASH_AT":
+            monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def pg_dsn() -> Iterator[str]:
+    """A fresh, empty PostgreSQL 15 database."""
+    _require(PG_PORT, "PostgreSQL 15")
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    dsn = PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
+    yield dsn
+    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+class Tsdb:
+    """A private schema (and ledger schema) in the shared TimescaleDB test server."""
+
+    def __init__(self, dsn: str, schema: str, ledger: str) -> None:
+        self.dsn, self.schema, self.ledger = dsn, schema, ledger
+
+    def connect(self) -> psycopg.Connection:
+        conn = psycopg.connect(self.dsn, autocommit=True)
+        conn.execute("SET client_min_messages = warning")
+        return conn
+
+
+@pytest.fixture
+def tsdb() -> Iterator[Tsdb]:
+    _require(TSDB_PORT, "the TimescaleDB test server")
+    suffix = uuid.uuid4().hex[:8]
+    box = Tsdb(TSDB_URL, f"ts_{suffix}", f"ledger_{suffix}")
+    with box.connect() as conn:
+        conn.execute(f"CREATE SCHEMA {box.schema}")
+    yield box
+    with box.connect() as conn:
+        conn.execute(f"DROP SCHEMA IF EXISTS {box.schema} CASCADE")
+        conn.execute(f"DROP SCHEMA IF EXISTS {box.ledger} CASCADE")
+
+
+@pytest.fixture
+def azurite_container() -> Iterator[str]:
+    _require(10000, "Azurite")
+    from azure.storage.blob import BlobServiceClient
+
+    name = f"lake{uuid.uuid4().hex[:10]}"
+    service = BlobServiceClient.from_connection_string(AZURITE_CONNECTION_STRING)
+    service.create_container(name)
+    yield name
+    service.delete_container(name)
+
+
+def settings_for(dsn: str, lake: Path | str, **overrides) -> Settings:
+    lake_url = lake if isinstance(lake, str) else lake.as_uri()
+    return load_settings(database_url=dsn, lake_url=lake_url, **overrides)
+
+
+def engine_for(dsn: str, lake: Path | str, **overrides) -> Engine:
+    return Engine(settings_for(dsn, lake, **overrides))
+
+
+def cli_env(dsn: str, lake: Path | str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ARCHIVER_")}
+    env["ARCHIVER_DATABASE_URL"] = dsn
+    env["ARCHIVER_LAKE_URL"] = lake if isinstance(lake, str) else lake.as_uri()
+    env.update(extra)
+    return env
+
+
+TSARCHIVE = str(ROOT / ".venv" / "bin" / "tsarchive")

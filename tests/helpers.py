@@ -1,0 +1,104 @@
+"""Shared test helpers: build source tables, read archives back."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pyarrow.parquet as pq
+
+from shared_code.ledger import Ledger
+
+
+def month_start(value: datetime) -> datetime:
+    return value.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+def add_months(value: datetime, months: int) -> datetime:
+    index = value.year * 12 + value.month - 1 + months
+    return value.replace(year=index // 12, month=index % 12 + 1)
+
+
+def make_monthly_partitions(conn: psycopg.Connection, table: str = "public.events", months_back: int = 28,
+                            rows_per_month: int = 50, extra_columns: str = "", default_rows: int = 3) -> list[str]:
+    """A RANGE-partitioned table with one partition per month back to `months_back`, plus a default partition."""
+    now = datetime.now(UTC)
+    conn.execute(f"""CREATE TABLE {table} (ts timestamptz NOT NULL, device int NOT NULL, value float8, note text
+                     {extra_columns}) PARTITION BY RANGE (ts)""")
+    names = []
+    base = month_start(now)
+    for offset in range(months_back, -2, -1):
+        lo, hi = add_months(base, -offset), add_months(base, -offset + 1)
+        name = f"{table}_{lo:%Y_%m}"
+        conn.execute(f"CREATE TABLE {name} PARTITION OF {table} FOR VALUES FROM ('{lo.isoformat()}') TO ('{hi.isoformat()}')")
+        names.append(name)
+        step = (hi - lo) / rows_per_month
+        conn.execute(
+            f"INSERT INTO {table} (ts, device, value, note) SELECT %s::timestamptz + g * %s::interval, g %% 5, g * 1.5, 'n' || g "
+            "FROM generate_series(0, %s - 1) g",
+            (lo, step, rows_per_month),
+        )
+    conn.execute(f"CREATE TABLE {table}_default PARTITION OF {table} DEFAULT")
+    conn.execute(f"INSERT INTO {table} (ts, device, value, note) SELECT now() + interval '10 years', g, g, 'future' "
+                 f"FROM generate_series(1, {default_rows}) g")
+    return names
+
+
+def due_partitions(conn: psycopg.Connection, parent: str, days: int = 730) -> list[str]:
+    """Leaf partitions whose upper bound is at or before now - days, computed independently of the archiver."""
+    rows = conn.execute(
+        """
+        SELECT c.relname, pg_get_expr(c.relpartbound, c.oid)
+        FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = %s::regclass
+        """,
+        (parent,),
+    ).fetchall()
+    cutoff = datetime.now(UTC) - timedelta(days=days)
+    due = []
+    for name, bound in rows:
+        if "TO (" not in bound:
+            continue
+        upper = bound.split("TO ('", 1)[1].split("')", 1)[0]
+        if datetime.fromisoformat(upper.replace(" ", "T")) <= cutoff:
+            due.append(name)
+    return sorted(due)
+
+
+def rows_of(conn: psycopg.Connection, relation: str, order: str = "1, 2") -> list[tuple]:
+    return [tuple(r) for r in conn.execute(f"SELECT * FROM {relation} ORDER BY {order}").fetchall()]
+
+
+def parquet_rows(lake_root: Path, paths: list[str]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for path in paths:
+        out.extend(pq.read_table(lake_root / path).to_pylist())
+    return out
+
+
+def normalise(value: Any) -> Any:
+    """Make PostgreSQL and Parquet values comparable (JSON text vs dict, NaN)."""
+    if isinstance(value, float) and math.isnan(value):
+        return "NaN"
+    if isinstance(value, str) and value[:1] in "{[":
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    if isinstance(value, datetime) and value.tzinfo is not None:
+        return value.astimezone(UTC)
+    return value
+
+
+def visible_files(lake_root: Path) -> list[Path]:
+    """Files a Hive/Spark reader would see: no path component starting with `_` or `.`."""
+    return [p for p in lake_root.rglob("*") if p.is_file()
+            and not any(part.startswith(("_", ".")) for part in p.relative_to(lake_root).parts)]
+
+
+def ledger_jobs(dsn: str, schema: str = "archiver"):
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        return Ledger(conn, schema).all_jobs()
