@@ -16,7 +16,7 @@ _NATIVE = {
     "bool", "int2", "int4", "int8", "float4", "float8", "text", "varchar", "bpchar", "name",
     "bytea", "uuid", "json", "jsonb", "time",
 }
-_TEXT_FORM = {"inet", "cidr", "macaddr", "macaddr8", "interval", "timetz"}
+_TEXT_FORM = {"inet", "cidr", "macaddr", "macaddr8", "timetz"}
 _INFINITE = {"timestamp", "timestamptz", "date"}
 
 MAPPING_DOC: list[tuple[str, str, str]] = [
@@ -35,7 +35,7 @@ MAPPING_DOC: list[tuple[str, str, str]] = [
     ("timetz", "STRING", "PostgreSQL text form, e.g. 12:00:00+02"),
     ("timestamp", "TIMESTAMP(us)", "+/-infinity -> +/-INT64_MAX us (DuckDB's infinity)"),
     ("timestamptz", "TIMESTAMP(us, UTC)", "as above"),
-    ("interval", "STRING, ISO 8601", "e.g. P1Y2M3DT4H5M6.7S; DuckDB: `::INTERVAL`"),
+    ("interval", "STRING `N months N days N microseconds`", "exact; both PostgreSQL and DuckDB cast it back with `::interval`"),
     ("1-D arrays of bool/int/float/text", "LIST<element>", "NULL elements kept; multi-dimensional arrays fail the job"),
     ("1-D arrays of other types", "LIST<STRING>", "elements in PostgreSQL text form"),
     ("enum", "STRING", "the label"),
@@ -102,6 +102,16 @@ def plan_column(column: SourceColumn, *, unsupported_as_text: bool = False) -> C
             column.name, column.type_display, f"{source} AS {ident}",
             conversion="infinite_date" if base == "date" else "infinite_timestamp", check_infinite=True,
         )
+    if base == "interval":
+        # PostgreSQL's own three fields, in a form PostgreSQL and DuckDB both parse (DuckDB rejects ISO 8601).
+        expr = (
+            f"CASE WHEN {ident} IS NOT NULL THEN format('%s months %s days %s microseconds', "
+            f"(extract(year FROM {ident}) * 12 + extract(month FROM {ident}))::bigint, "
+            f"extract(day FROM {ident})::bigint, "
+            f"(extract(hour FROM {ident}) * 3600000000 + extract(minute FROM {ident}) * 60000000 "
+            f"+ extract(microseconds FROM {ident}))::bigint) END"
+        )
+        return ColumnPlan(column.name, column.type_display, f"{expr} AS {ident}")
     if base in _TEXT_FORM:
         return ColumnPlan(column.name, column.type_display, f"{ident}::text AS {ident}")
     if column.type_category == "A" and column.element_type:
