@@ -1,0 +1,179 @@
+"""Safety on real PostgreSQL 15: late changes, concurrent runs, crashes at every step, locks, corrupt archives."""
+
+import json
+import subprocess
+
+import psycopg
+import pyarrow.parquet as pq
+import pytest
+
+from shared_code.faults import CRASH_POINTS
+from shared_code.ledger import JobState
+
+from .conftest import TSARCHIVE, cli_env, engine_for
+from .helpers import due_partitions, ledger_jobs, make_monthly_partitions, normalise, rows_of, visible_files
+
+PARENT = "public.events"
+
+
+def _oldest(conn) -> str:
+    return due_partitions(conn, PARENT)[0]
+
+
+@pytest.mark.parametrize("change", ["insert", "update", "delete"])
+def test_late_change_between_archive_and_drop_is_not_lost(pg_dsn, tmp_path, change):
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        make_monthly_partitions(conn, months_back=25)
+        target = _oldest(conn)
+    lake = tmp_path / "lake"
+    with engine_for(pg_dsn, lake, partitioned_tables=[PARENT]) as engine:
+        engine.run(drop=False)
+        with psycopg.connect(pg_dsn, autocommit=True) as conn:
+            if change == "insert":
+                conn.execute(f"INSERT INTO {target} SELECT min(ts) + interval '1 minute', 99, -1, 'late' FROM {target}")
+            elif change == "update":
+                conn.execute(f"UPDATE {target} SET note = 'changed' WHERE device = 1")
+            else:
+                conn.execute(f"DELETE FROM {target} WHERE device = 2")
+            final_rows = rows_of(conn, target)
+        report = engine.run()
+    assert not report.failed
+    job = next(j for j in ledger_jobs(pg_dsn) if j.chunk_name == target)
+    assert job.state == JobState.DROPPED and job.attempts == 2
+    archived = sorted(tuple(normalise(v) for v in r.values()) for r in pq.read_table(lake / job.lake_paths[0]).to_pylist())
+    assert archived == sorted(tuple(normalise(v) for v in r) for r in final_rows)
+    # the earlier version was moved aside, hidden from readers
+    superseded = [p for p in lake.rglob("*.parquet") if "_superseded" in p.parts]
+    assert len(superseded) == 1
+    assert len([p for p in visible_files(lake) if target.replace("_", "") in p.name.replace("_", "")]) == 1
+
+
+def test_two_concurrent_runs_archive_each_chunk_once(pg_dsn, tmp_path):
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        make_monthly_partitions(conn, months_back=36, rows_per_month=2000)
+        due = due_partitions(conn, PARENT)
+    lake = tmp_path / "lake"
+    env = cli_env(pg_dsn, lake, ARCHIVER_PARTITIONED_TABLES=PARENT)
+    subprocess.run([TSARCHIVE, "init"], env=env, check=True, capture_output=True)
+    procs = [subprocess.Popen([TSARCHIVE, "run", "--json"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(2)]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    archived_by = [{s["job_id"] for s in json.loads(out)["steps"] if s["step"] == "archive" and s["outcome"] == "done"}
+                   for out, _ in outputs]
+    assert archived_by[0].isdisjoint(archived_by[1])
+    jobs = ledger_jobs(pg_dsn)
+    assert len(archived_by[0] | archived_by[1]) == len(due) == len(jobs)
+    assert all(j.state == JobState.DROPPED and j.attempts == 1 for j in jobs)
+    assert not [p for p in lake.rglob("*") if "_superseded" in p.parts]
+
+
+@pytest.mark.parametrize("point", CRASH_POINTS)
+def test_crash_at_each_step_then_rerun_converges(pg_dsn, tmp_path, point):
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        make_monthly_partitions(conn, months_back=26)
+        due = due_partitions(conn, PARENT)
+        expected = {name: rows_of(conn, f"public.{name}") for name in due}
+    lake = tmp_path / "lake"
+    env = cli_env(pg_dsn, lake, ARCHIVER_PARTITIONED_TABLES=PARENT)
+    crashed = subprocess.run([TSARCHIVE, "run"], env={**env, "TSARCHIVE_CRASH_AT": point}, capture_output=True, text=True)
+    assert crashed.returncode == 137, crashed.stderr
+    rerun = subprocess.run([TSARCHIVE, "run", "--json"], env=env, capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr
+    jobs = {j.chunk_name: j for j in ledger_jobs(pg_dsn)}
+    assert set(jobs) == set(due)
+    for name, rows in expected.items():
+        job = jobs[name]
+        assert job.state == JobState.DROPPED, (name, job.state, job.last_error)
+        archived = sorted(tuple(normalise(v) for v in r.values()) for r in pq.read_table(lake / job.lake_paths[0]).to_pylist())
+        assert archived == sorted(tuple(normalise(v) for v in r) for r in rows)
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        for name in due:
+            assert conn.execute("SELECT to_regclass(%s)", (f"public.{name}",)).fetchone()[0] is None
+    assert len(visible_files(lake)) == len(due)  # no duplicate or partial file is visible
+
+
+def test_drop_waits_for_lock_then_gives_up_cleanly(pg_dsn, tmp_path):
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        make_monthly_partitions(conn, months_back=25)
+        target = _oldest(conn)
+    lake = tmp_path / "lake"
+    holder = psycopg.connect(pg_dsn)
+    holder.execute(f"LOCK TABLE {target} IN ACCESS SHARE MODE")  # a long-running reader
+    with engine_for(pg_dsn, lake, partitioned_tables=[PARENT], lock_timeout_ms=100, drop_retries=1) as engine:
+        report = engine.run()
+        failed = [s for s in report.failed if s.step == "drop"]
+        assert len(failed) == 1 and "could not lock" in failed[0].detail
+        job = next(j for j in ledger_jobs(pg_dsn) if j.chunk_name == target)
+        assert job.state == JobState.ARCHIVED and "could not lock" in job.last_error
+        holder.rollback()
+        holder.close()
+        assert not engine.run().failed
+    job = next(j for j in ledger_jobs(pg_dsn) if j.chunk_name == target)
+    assert job.state == JobState.DROPPED
+
+
+def test_drop_refuses_corrupt_archive_and_rearchives(pg_dsn, tmp_path):
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        make_monthly_partitions(conn, months_back=25)
+        target = _oldest(conn)
+        rows = rows_of(conn, target)
+    lake = tmp_path / "lake"
+    with engine_for(pg_dsn, lake, partitioned_tables=[PARENT]) as engine:
+        engine.run(drop=False)
+        job = next(j for j in ledger_jobs(pg_dsn) if j.chunk_name == target)
+        path = lake / job.lake_paths[0]
+        path.write_bytes(path.read_bytes()[:-20] + b"corrupted-footer-xyz")
+        bad = engine.verify([job.id])
+        assert bad[0].outcome == "failed" and "checksum" in bad[0].detail
+        assert not engine.run().failed
+    job = next(j for j in ledger_jobs(pg_dsn) if j.chunk_name == target)
+    assert job.state == JobState.DROPPED and job.attempts == 2
+    archived = pq.read_table(lake / job.lake_paths[0]).to_pylist()
+    assert len(archived) == len(rows)
+
+
+def test_unsupported_type_fails_before_writing(pg_dsn, tmp_path):
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE geo (ts timestamptz NOT NULL, spot point, span int4range) PARTITION BY RANGE (ts)")
+        conn.execute("CREATE TABLE geo_old PARTITION OF geo FOR VALUES FROM ('2020-01-01') TO ('2020-02-01')")
+        conn.execute("INSERT INTO geo VALUES ('2020-01-05', point(1,2), '[1,5)')")
+    lake = tmp_path / "lake"
+    env = cli_env(pg_dsn, lake, ARCHIVER_PARTITIONED_TABLES="public.geo")
+    result = subprocess.run([TSARCHIVE, "run"], env=env, capture_output=True, text=True)
+    assert result.returncode == 1
+    assert "'spot' has type point" in result.stderr and "'span' has type int4range" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert not list(lake.rglob("*.parquet"))
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        assert conn.execute("SELECT count(*) FROM geo_old").fetchone()[0] == 1
+    ok = subprocess.run([TSARCHIVE, "run"], env={**env, "ARCHIVER_UNSUPPORTED_AS_TEXT": "true"},
+                        capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    job = ledger_jobs(pg_dsn)[0]
+    assert pq.read_table(lake / job.lake_paths[0]).to_pylist()[0]["spot"] == "(1,2)"
+
+
+def test_multidimensional_array_fails_cleanly(pg_dsn, tmp_path):
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE grid (ts timestamptz NOT NULL, m int[]) PARTITION BY RANGE (ts)")
+        conn.execute("CREATE TABLE grid_old PARTITION OF grid FOR VALUES FROM ('2020-01-01') TO ('2020-02-01')")
+        conn.execute("INSERT INTO grid VALUES ('2020-01-05', '{{1,2},{3,4}}')")
+    with engine_for(pg_dsn, tmp_path / "lake", partitioned_tables=["public.grid"]) as engine:
+        report = engine.run()
+    assert len(report.failed) == 1 and "multi-dimensional" in report.failed[0].detail
+
+
+def test_concurrent_claim_is_exclusive(pg_dsn, tmp_path):
+    """While one worker holds a job, another skips it; once the holder's session ends, the job is free at once."""
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        make_monthly_partitions(conn, months_back=25)
+    lake = tmp_path / "lake"
+    with engine_for(pg_dsn, lake, partitioned_tables=[PARENT]) as first, \
+         engine_for(pg_dsn, lake, partitioned_tables=[PARENT]) as second:
+        jobs = first.record_plan(first.plan())
+        job = jobs[0]
+        assert first.ledger.try_claim(job.id)
+        assert second.archive(job.id).outcome == "skipped"
+        first.conn.close()  # the holder dies
+        assert second.archive(job.id).outcome == "done"
