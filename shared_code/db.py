@@ -139,8 +139,7 @@ def aggregate_guards(conn: psycopg.Connection, table: Hypertable) -> list[Aggreg
         SELECT format('%%I.%%I', ca.view_schema, ca.view_name), h.id,
                (SELECT j.config FROM timescaledb_information.jobs j
                  WHERE j.proc_name = 'policy_refresh_continuous_aggregate'
-                   AND j.hypertable_schema = ca.materialization_hypertable_schema
-                   AND j.hypertable_name = ca.materialization_hypertable_name LIMIT 1)
+                   AND (j.config->>'mat_hypertable_id')::int = h.id LIMIT 1)
         FROM timescaledb_information.continuous_aggregates ca
         JOIN _timescaledb_catalog.hypertable h
           ON h.schema_name = ca.materialization_hypertable_schema AND h.table_name = ca.materialization_hypertable_name

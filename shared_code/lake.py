@@ -83,7 +83,7 @@ class Lake:
         self._client_id = client_id
         self._fs: FileSystem | None = None
         self.target = self._parse(lake_url)
-        self.hierarchical = self.target.is_local
+        self._flat_namespace = False
 
     @staticmethod
     def _parse(url: str) -> LakeTarget:
@@ -157,13 +157,14 @@ class Lake:
         src, dst = self.path(source), self.path(destination)
         if self.target.is_local:
             self.fs.create_dir(dst.rsplit("/", 1)[0], recursive=True)
-        try:
-            self.fs.move(src, dst)
-        except OSError as error:
-            if "Hierarchical Namespace" not in str(error) and "not implemented" not in str(error).lower():
-                raise
-            self.fs.copy_file(src, dst)
-            self.fs.delete_file(src)
+        if not self._flat_namespace:
+            try:
+                self.fs.move(src, dst)
+                return
+            except NotImplementedError:  # pyarrow: Move() needs a hierarchical namespace
+                self._flat_namespace = True
+        self.fs.copy_file(src, dst)
+        self.fs.delete_file(src)
 
     def delete(self, relative: str) -> None:
         try:
