@@ -20,7 +20,8 @@ JsonOpt = typer.Option(False, "--json", help="Print machine-readable JSON.")
 def _console():
     from rich.console import Console
 
-    return Console(stderr=False)
+    # Piped output is not truncated to 80 columns.
+    return Console(stderr=False, width=None if sys.stdout.isatty() else 200)
 
 
 def _fail(message: str) -> None:

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import psycopg
 from psycopg import errors as pgerrors
 from psycopg import sql
 
@@ -28,7 +27,7 @@ from .lake import Lake
 from .layout import ChunkLayout, chunk_layout
 from .ledger import Job, JobState, Ledger
 from .manifest import PARQUET_KEY, FileEntry, Manifest, new_manifest
-from .planning import ChunkKind, Decision, PlanEntry, TablePolicy, cutoff_for, plan, table_selected
+from .planning import Decision, PlanEntry, TablePolicy, cutoff_for, plan, table_selected
 from .settings import Settings
 from .typemap import ColumnPlan, plan_columns, schema_fingerprint
 
@@ -243,6 +242,7 @@ class Engine:
             range_end=job.range_end, is_compressed=job.is_compressed,
             columns=[{"name": p.name, "pg_type": p.pg_type} for p in plans], schema_fingerprint=fingerprint_schema,
         )
+        self._remove_stale_temps(job, layout)
         token = f"{job.id}-{job.attempts}-{uuid.uuid4().hex[:8]}"
         temps: list[tuple[str, FileEntry]] = []
         try:
@@ -282,6 +282,13 @@ class Engine:
         log.info("job %s archived %s rows to %s", job.id, fp.rows, layout.partition_dir, extra={"job_id": job.id})
         return StepResult(job.id, job.chunk.qualified_chunk, "archive", "done", f"{len(files)} file(s)",
                           rows=fp.rows, bytes=nbytes, seconds=time.monotonic() - started)
+
+    def _remove_stale_temps(self, job: Job, layout: ChunkLayout) -> None:
+        """Delete temporary files an earlier, crashed attempt of this job left; we hold the claim."""
+        temp_dir = layout.temp_file("x", "x").rsplit("/", 1)[0]
+        for path in self.lake.list_files(temp_dir):
+            if path.rsplit("/", 1)[-1].startswith(f"{job.id}-"):
+                self.lake.delete(path)
 
     def _write_parts(self, job: Job, plans: list[ColumnPlan], layout: ChunkLayout, manifest: Manifest, token: str,
                      temps: list[tuple[str, FileEntry]]):

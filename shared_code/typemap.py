@@ -41,7 +41,11 @@ MAPPING_DOC: list[tuple[str, str, str]] = [
     ("enum", "STRING", "the label"),
     ("inet / cidr / macaddr / macaddr8", "STRING", "PostgreSQL text form"),
     ("domains", "as the base type", ""),
-    ("anything else (ranges, geometric, xml, bit, money, composite, ...)", "rejected", "the job fails before writing; ARCHIVER_UNSUPPORTED_AS_TEXT=true archives them as STRING"),
+    (
+        "anything else (ranges, geometric, xml, bit, money, composite, ...)",
+        "rejected",
+        "the job fails before writing; ARCHIVER_UNSUPPORTED_AS_TEXT=true archives them as STRING",
+    ),
 ]
 
 

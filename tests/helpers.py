@@ -102,3 +102,15 @@ def visible_files(lake_root: Path) -> list[Path]:
 def ledger_jobs(dsn: str, schema: str = "archiver"):
     with psycopg.connect(dsn, autocommit=True) as conn:
         return Ledger(conn, schema).all_jobs()
+
+
+def wait_session_gone(dsn: str, pid: int, timeout: float = 10.0) -> None:
+    """A closed client's backend exits asynchronously; wait until the server has ended it."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        while conn.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"backend {pid} still alive after {timeout}s")
+            time.sleep(0.02)

@@ -92,8 +92,8 @@ def test_large_chunk_split_into_parts(pg_dsn, tmp_path):
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         conn.execute("CREATE TABLE big (ts timestamptz NOT NULL, payload text) PARTITION BY RANGE (ts)")
         conn.execute("CREATE TABLE big_old PARTITION OF big FOR VALUES FROM ('2020-01-01') TO ('2020-02-01')")
-        conn.execute("INSERT INTO big SELECT '2020-01-01'::timestamptz + g * interval '1 second', md5(g::text) || md5((g*7)::text) "
-                     "FROM generate_series(1, 60000) g")
+        conn.execute("INSERT INTO big SELECT '2020-01-01'::timestamptz + g * interval '1 second', "
+                     "md5(g::text) || md5((g*7)::text) FROM generate_series(1, 60000) g")
     lake = tmp_path / "lake"
     with engine_for(pg_dsn, lake, partitioned_tables=["public.big"], max_file_bytes=1024 * 1024,
                     row_group_rows=5000, batch_size_bytes=256 * 1024) as engine:

@@ -1,6 +1,16 @@
 from datetime import UTC, datetime, timedelta
 
-from shared_code.planning import AggregateGuard, Chunk, ChunkKind, Decision, TablePolicy, cutoff_for, decide, plan, table_selected
+from shared_code.planning import (
+    AggregateGuard,
+    Chunk,
+    ChunkKind,
+    Decision,
+    TablePolicy,
+    cutoff_for,
+    decide,
+    plan,
+    table_selected,
+)
 
 NOW = datetime(2026, 11, 22, tzinfo=UTC)
 

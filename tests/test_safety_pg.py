@@ -11,7 +11,7 @@ from shared_code.faults import CRASH_POINTS
 from shared_code.ledger import JobState
 
 from .conftest import TSARCHIVE, cli_env, engine_for
-from .helpers import due_partitions, ledger_jobs, make_monthly_partitions, normalise, rows_of, visible_files
+from .helpers import due_partitions, ledger_jobs, make_monthly_partitions, normalise, rows_of, visible_files, wait_session_gone
 
 PARENT = "public.events"
 
@@ -91,6 +91,7 @@ def test_crash_at_each_step_then_rerun_converges(pg_dsn, tmp_path, point):
         for name in due:
             assert conn.execute("SELECT to_regclass(%s)", (f"public.{name}",)).fetchone()[0] is None
     assert len(visible_files(lake)) == len(due)  # no duplicate or partial file is visible
+    assert not [p for p in lake.rglob("*") if p.is_file() and "_tmp" in p.parts]  # crashed attempts cleaned up
 
 
 def test_drop_waits_for_lock_then_gives_up_cleanly(pg_dsn, tmp_path):
@@ -175,5 +176,7 @@ def test_concurrent_claim_is_exclusive(pg_dsn, tmp_path):
         job = jobs[0]
         assert first.ledger.try_claim(job.id)
         assert second.archive(job.id).outcome == "skipped"
+        pid = first.conn.info.backend_pid
         first.conn.close()  # the holder dies
+        wait_session_gone(pg_dsn, pid)
         assert second.archive(job.id).outcome == "done"
