@@ -20,11 +20,13 @@ PG_ADMIN = os.environ.get("TSARCHIVE_TEST_PG_URL", f"postgresql://postgres@127.0
 TSDB_URL = os.environ.get(
     "TSARCHIVE_TEST_TSDB_URL", f"postgresql://postgres:postgres@127.0.0.1:{TSDB_PORT}/postgres?sslmode=disable"
 )
+AZURITE_BLOB_PORT = int(os.environ.get("TSARCHIVE_AZURITE_BLOB_PORT", "10000"))
+AZURITE_QUEUE_PORT = int(os.environ.get("TSARCHIVE_AZURITE_QUEUE_PORT", "10001"))
 AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 AZURITE_CONNECTION_STRING = (
     "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
-    f"AccountKey={AZURITE_KEY};BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1;"
-    "QueueEndpoint=http://127.0.0.1:10001/devstoreaccount1;"
+    f"AccountKey={AZURITE_KEY};BlobEndpoint=http://127.0.0.1:{AZURITE_BLOB_PORT}/devstoreaccount1;"
+    f"QueueEndpoint=http://127.0.0.1:{AZURITE_QUEUE_PORT}/devstoreaccount1;"
 )
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -83,7 +85,7 @@ def tsdb() -> Iterator[Tsdb]:
 
 @pytest.fixture
 def azurite_container() -> Iterator[str]:
-    _require(10000, "Azurite")
+    _require(AZURITE_BLOB_PORT, "Azurite")
     from azure.storage.blob import BlobServiceClient
 
     name = f"lake{uuid.uuid4().hex[:10]}"

@@ -22,11 +22,20 @@ wait_port() {
   echo "error: $2 did not start on port $1; see $3" >&2; exit 1
 }
 
+pg_data_dir() {
+  # The postgres user must be able to reach the data folder; a checkout under /root is not reachable.
+  if [ "$(id -u)" = "0" ] && ! runuser -u postgres -- test -x "$STATE"; then
+    echo "/var/lib/postgresql/tsarchive-$(echo "$ROOT" | md5sum | cut -c1-8)"
+  else
+    echo "$STATE/pg"
+  fi
+}
+
 start_postgres() {
-  local data="$STATE/pg"
+  local data; data="$(pg_data_dir)"
   if port_open "$PG_PORT"; then echo "postgres   already running on $PG_PORT"; return; fi
   if [ ! -s "$data/PG_VERSION" ]; then
-    mkdir -p "$data"; [ "$(id -u)" = "0" ] && chown postgres:postgres "$data"
+    mkdir -p "$data"; if [ "$(id -u)" = "0" ]; then chown postgres:postgres "$data"; fi
     as_pg "$PGBIN/initdb" -D "$data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >"$STATE/pg-initdb.log" 2>&1
   fi
   as_pg "$PGBIN/pg_ctl" -D "$data" -l "$data/server.log" -w \
@@ -65,7 +74,8 @@ stop() {
   for name in tsdb azurite; do
     if [ -f "$STATE/$name.pid" ]; then kill "$(cat "$STATE/$name.pid")" 2>/dev/null || true; rm -f "$STATE/$name.pid"; echo "$name stopped"; fi
   done
-  if [ -s "$STATE/pg/PG_VERSION" ]; then as_pg "$PGBIN/pg_ctl" -D "$STATE/pg" -m fast stop >/dev/null 2>&1 && echo "postgres stopped" || true; fi
+  local data; data="$(pg_data_dir)"
+  if [ -s "$data/PG_VERSION" ]; then as_pg "$PGBIN/pg_ctl" -D "$data" -m fast stop >/dev/null 2>&1 && echo "postgres stopped" || true; fi
 }
 
 case "${1:-start}" in
