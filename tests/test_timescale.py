@@ -38,8 +38,9 @@ def test_hypertable_end_to_end(tsdb, tmp_path):
                      "jsonb_build_object('d', d), CASE WHEN d = 2 THEN NULL ELSE 'n' END "
                      "FROM generate_series(now() - INTERVAL '900 days', now(), INTERVAL '6 hours') t, generate_series(1, 3) d")
         conn.execute(f"ALTER TABLE {qualified} SET (timescaledb.compress, timescaledb.compress_segmentby = 'device')")
-        oldest = conn.execute(f"SELECT c FROM show_chunks('{qualified}') c ORDER BY c::text LIMIT 1").fetchone()[0]
-        conn.execute("SELECT compress_chunk(%s::regclass)", (str(oldest),))
+        oldest = conn.execute("SELECT format('%%I.%%I', chunk_schema, chunk_name) FROM timescaledb_information.chunks "
+                              "WHERE hypertable_schema = %s ORDER BY range_start LIMIT 1", (tsdb.schema,)).fetchone()[0]
+        conn.execute("SELECT compress_chunk(%s::regclass)", (oldest,))
         due = _due_chunks(conn, tsdb.schema, table)
         hot = sorted(set(_all_chunks(conn, tsdb.schema, table)) - set(due))
         assert len(due) >= 4 and hot
