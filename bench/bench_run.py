@@ -10,7 +10,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import shutil
 import subprocess
 import sys
@@ -76,14 +75,16 @@ def copy_limit(dsn: str, relation: str) -> float:
 
 def timed(args: list[str], env: dict[str, str]) -> tuple[float, int, dict]:
     """Wall seconds, peak RSS (MiB) of the child, parsed JSON output."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    # A wrapper process per run, so the peak RSS is this run's alone.
+    wrapper = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]); "
+               "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); sys.exit(r.returncode)")
     started = time.perf_counter()
-    result = subprocess.run([TSARCHIVE, *args], env=env, capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-c", wrapper, TSARCHIVE, *args], env=env, capture_output=True, text=True)
     elapsed = time.perf_counter() - started
     if result.returncode != 0:
         sys.exit(f"tsarchive {' '.join(args)} failed:\n{result.stderr}")
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return elapsed, max(peak, before) // 1024, json.loads(result.stdout)
+    peak_kib = int(result.stderr.strip().splitlines()[-1])
+    return elapsed, peak_kib // 1024, json.loads(result.stdout)
 
 
 def bench(target: str, rows: int) -> dict:

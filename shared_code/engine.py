@@ -161,10 +161,7 @@ class Engine:
             integer = table.key_type in ("smallint", "integer", "bigint")
             skip, cutoff = None, None
             if integer:
-                span = s.integer_retention.get(name)
-                skip = None if span is not None else f"integer partition key: set ARCHIVER_INTEGER_RETENTION '{name}=<units>'"
-                if span is not None:
-                    skip = "integer partition keys need an integer_now reference; not supported for native partitions"
+                skip = "integer partition keys have no integer_now reference; not supported for native partitions"
             else:
                 cutoff = older_than or cutoff_for(name, now, s.retention_days, s.retention_overrides)
             policies[name] = TablePolicy(cutoff=cutoff, skip_reason=skip)
@@ -416,8 +413,19 @@ class Engine:
         return results
 
     # -- drop -----------------------------------------------------------------------------------
-    def drop(self, job_id: int) -> StepResult:
-        """Re-check the archive and the chunk, then drop it; re-archive first if the chunk changed."""
+    def drop_blocker(self, job: Job, entries: list[PlanEntry] | None = None) -> str | None:
+        """Why this chunk must not be dropped now (retention or a continuous aggregate changed), or None."""
+        if entries is None:
+            entries = self.plan(job.table)
+        for entry in entries:
+            if (entry.chunk.chunk_schema, entry.chunk.chunk_name) == (job.chunk_schema, job.chunk_name):
+                if entry.decision == Decision.DUE:
+                    return None
+                return entry.reason or f"no longer due ({entry.decision})"
+        return None  # not in the catalog any more: the drop step handles a vanished chunk
+
+    def drop(self, job_id: int, entries: list[PlanEntry] | None = None) -> StepResult:
+        """Re-check the plan, the archive and the chunk, then drop it; re-archive first if the chunk changed."""
         self._ensure_ledger()
         started = time.monotonic()
         with self.ledger.claimed(job_id) as held:
@@ -431,6 +439,11 @@ class Engine:
                 return StepResult(job_id, name, "drop", "skipped", "already dropped")
             if job.state != JobState.ARCHIVED:
                 return StepResult(job_id, name, "drop", "skipped", f"not archived (state {job.state})")
+            blocker = self.drop_blocker(job, entries)
+            if blocker:
+                self.conn.execute(sql.SQL("UPDATE {}.jobs SET reason = %s, updated_at = now() WHERE id = %s").format(
+                    sql.Identifier(self.settings.ledger_schema)), (f"drop held: {blocker}", job.id))
+                return StepResult(job_id, name, "drop", "skipped", f"kept: {blocker}")
             for _ in range(MAX_REARCHIVES + 1):
                 try:
                     return self._drop_archived(job, started)
@@ -509,7 +522,7 @@ class Engine:
             out.append(job)
         return sorted(out, key=lambda j: j.id)
 
-    def process(self, job: Job, *, drop: bool) -> list[StepResult]:
+    def process(self, job: Job, *, drop: bool, entries: list[PlanEntry] | None = None) -> list[StepResult]:
         results = []
         if job.state != JobState.ARCHIVED:
             result = self.archive(job.id)
@@ -519,7 +532,7 @@ class Engine:
         if drop:
             current = self.ledger.get(job.id)
             if current is not None and current.state == JobState.ARCHIVED:
-                results.append(self.drop(job.id))
+                results.append(self.drop(job.id, entries))
         return results
 
     def run(self, *, hypertable: str | None = None, dry_run: bool | None = None, drop: bool = True) -> RunReport:
@@ -534,12 +547,12 @@ class Engine:
         self.progress("start", None, {"jobs": len(jobs)})
         if self.settings.parallel_chunks <= 1 or len(jobs) <= 1:
             for job in jobs:
-                report.steps.extend(self.process(job, drop=drop))
+                report.steps.extend(self.process(job, drop=drop, entries=entries))
         else:
             def work(batch: list[Job]) -> list[StepResult]:
                 with Engine(self.settings, clock=self.clock, progress=self.progress) as worker:
                     worker._migrated = True
-                    return [r for job in batch for r in worker.process(job, drop=drop)]
+                    return [r for job in batch for r in worker.process(job, drop=drop, entries=entries)]
 
             lanes = [jobs[i::self.settings.parallel_chunks] for i in range(self.settings.parallel_chunks)]
             with ThreadPoolExecutor(max_workers=len(lanes)) as pool:

@@ -134,3 +134,29 @@ def test_integer_time_hypertable_skipped_unless_configured(tsdb, tmp_path):
     with tsdb.connect() as conn:
         assert conn.execute(f"SELECT min(t) FROM {tsdb.schema}.ticks").fetchone()[0] == 4000
     assert all("range=" in j.lake_paths[0] for j in dropped)
+
+
+def test_archived_chunk_is_kept_when_a_cagg_starts_needing_it(tsdb, tmp_path):
+    with tsdb.connect() as conn:
+        conn.execute(f"CREATE TABLE {tsdb.schema}.raw (ts timestamptz NOT NULL, v float8)")
+        conn.execute(f"SELECT create_hypertable('{tsdb.schema}.raw', by_range('ts', INTERVAL '90 days'))")
+        conn.execute(f"INSERT INTO {tsdb.schema}.raw SELECT t, 1 FROM generate_series(now() - INTERVAL '1000 days', "
+                     "now(), INTERVAL '1 day') t")
+    common = {"include": [f"{tsdb.schema}.*"], "ledger_schema": tsdb.ledger}
+    with engine_for(tsdb.dsn, tmp_path / "lake", **common) as engine:
+        assert not engine.run(drop=False).failed
+        archived = engine.ledger.all_jobs()
+        assert archived and all(j.state == JobState.ARCHIVED for j in archived)
+        with tsdb.connect() as conn:  # a continuous aggregate that refreshes everything appears before the drop
+            conn.execute(f"CREATE MATERIALIZED VIEW {tsdb.schema}.daily WITH (timescaledb.continuous) AS "
+                         f"SELECT time_bucket('1 day', ts) AS day, sum(v) FROM {tsdb.schema}.raw GROUP BY 1 WITH NO DATA")
+            conn.execute(f"SELECT add_continuous_aggregate_policy('{tsdb.schema}.daily', start_offset => NULL, "
+                         "end_offset => INTERVAL '1 day', schedule_interval => INTERVAL '1 day')")
+        report = engine.run()
+        assert not report.failed
+        assert {s.outcome for s in report.steps if s.step == "drop"} == {"skipped"}
+        jobs = engine.ledger.all_jobs()
+    assert all(j.state == JobState.ARCHIVED and "whole range" in (j.reason or "") for j in jobs)
+    with tsdb.connect() as conn:
+        left = set(_all_chunks(conn, tsdb.schema, "raw"))
+    assert {j.chunk_name for j in jobs} <= left
