@@ -37,7 +37,8 @@ def redact(dsn: str) -> str:
 def connect(dsn: str) -> psycopg.Connection:
     """Autocommit connection with fixed session settings; a clear error if unreachable."""
     try:
-        conn = psycopg.connect(dsn, autocommit=True, connect_timeout=10)
+        # No server-side prepared statements: they break behind transaction poolers (PgBouncer) and shared backends.
+        conn = psycopg.connect(dsn, autocommit=True, connect_timeout=10, prepare_threshold=None)
     except psycopg.OperationalError as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ConfigError(
