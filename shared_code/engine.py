@@ -14,7 +14,7 @@ from typing import Any
 from psycopg import errors as pgerrors
 from psycopg import sql
 
-from . import db
+from . import db, telemetry
 from .errors import (
     ArchiverError,
     JobStateError,
@@ -90,6 +90,11 @@ def plan_entry_dict(entry: PlanEntry) -> dict[str, Any]:
     }
 
 
+def retry_delay(settings: Settings, attempts: int) -> timedelta:
+    """Exponential backoff from ARCHIVER_RETRY_BACKOFF_SECONDS, capped at one hour."""
+    return timedelta(seconds=min(3600, settings.retry_backoff_seconds * 2 ** max(attempts - 1, 0)))
+
+
 def _first_line(error: BaseException) -> str:
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
@@ -131,6 +136,10 @@ class Engine:
     # -- planning ------------------------------------------------------------------------------
     def plan(self, hypertable: str | None = None, older_than: datetime | None = None) -> list[PlanEntry]:
         """Classify every chunk of every selected table."""
+        with telemetry.span("plan", hypertable=hypertable):
+            return self._plan(hypertable, older_than)
+
+    def _plan(self, hypertable: str | None, older_than: datetime | None) -> list[PlanEntry]:
         s = self.settings
         now = self.clock()
         chunks, policies = [], {}
@@ -172,11 +181,16 @@ class Engine:
         """Write due and blocked chunks to the ledger; existing jobs keep their progress."""
         self._ensure_ledger()
         jobs = []
+        backlog: dict[str, int] = {}
         for entry in entries:
             if entry.decision == Decision.DUE:
-                jobs.append(self.ledger.record(entry.chunk, JobState.PLANNED))
+                job = self.ledger.record(entry.chunk, JobState.PLANNED)
+                jobs.append(job)
+                backlog[job.table] = backlog.get(job.table, 0) + (job.state != JobState.ARCHIVED)
             elif entry.decision == Decision.BLOCKED:
                 jobs.append(self.ledger.record(entry.chunk, JobState.BLOCKED, entry.reason))
+        for table in {e.chunk.table for e in entries}:
+            telemetry.set_backlog(table, backlog.get(table, 0))
         return jobs
 
     # -- archive -------------------------------------------------------------------------------
@@ -185,7 +199,7 @@ class Engine:
 
     def _fail(self, job: Job, step: str, error: BaseException, started: float) -> StepResult:
         message = _first_line(error)
-        backoff = timedelta(seconds=min(3600, 30 * 2 ** max(job.attempts - 1, 0)))
+        backoff = retry_delay(self.settings, job.attempts)
         try:
             self.ledger.transition(job.id, [JobState.ARCHIVING], JobState.FAILED, last_error=message,
                                    next_attempt_at=self.clock() + backoff, claimed_by_pid=None)
@@ -216,10 +230,16 @@ class Engine:
                                          claimed_by_pid=self.conn.info.backend_pid, claimed_at="now()", last_error=None)
             crash_point("after_claim")
             self.progress("archiving", job, {})
-            try:
-                result = self._archive_claimed(job, started)
-            except Exception as error:  # noqa: BLE001 - any failure leaves the chunk in place and the job failed
-                return self._fail(job, "archive", error, started)
+            with telemetry.span("archive", job_id=job.id, table=job.table, chunk=name, attempt=job.attempts):
+                try:
+                    result = self._archive_claimed(job, started)
+                except Exception as error:  # noqa: BLE001 - any failure leaves the chunk in place and the job failed
+                    telemetry.chunks_failed.add(1, {"step": "archive", "table": job.table})
+                    return self._fail(job, "archive", error, started)
+            telemetry.chunks_archived.add(1, {"table": job.table})
+            telemetry.rows_archived.add(result.rows, {"table": job.table})
+            telemetry.bytes_archived.add(result.bytes, {"table": job.table})
+            telemetry.step_duration.record(result.seconds, {"step": "archive", "table": job.table})
             return result
 
     def _archive_claimed(self, job: Job, started: float) -> StepResult:
@@ -243,15 +263,18 @@ class Engine:
         token = f"{job.id}-{job.attempts}-{uuid.uuid4().hex[:8]}"
         temps: list[tuple[str, FileEntry]] = []
         try:
-            fp, schema = self._write_parts(job, plans, layout, manifest, token, temps)
+            with telemetry.span("extract", job_id=job.id, chunk=job.chunk.qualified_chunk):
+                fp, schema = self._write_parts(job, plans, layout, manifest, token, temps)
             crash_point("after_temp_write")
-            total = sum(entry.rows for _, entry in temps)
-            if total != fp.rows:
-                raise VerificationError(f"extracted {total} rows but the snapshot holds {fp.rows}")
-            for temp, entry in temps:
-                self._verify_file(temp, entry, schema, pq)
+            with telemetry.span("verify", job_id=job.id, files=len(temps)):
+                total = sum(entry.rows for _, entry in temps)
+                if total != fp.rows:
+                    raise VerificationError(f"extracted {total} rows but the snapshot holds {fp.rows}")
+                for temp, entry in temps:
+                    self._verify_file(temp, entry, schema, pq)
             finals = [layout.data_file(i, len(temps)) for i in range(len(temps))]
-            self._publish(layout, temps, finals)
+            with telemetry.span("publish", job_id=job.id, files=len(finals)):
+                self._publish(layout, temps, finals)
         except BaseException:
             for temp, _ in temps:
                 try:
@@ -301,6 +324,7 @@ class Engine:
 
             def open_part() -> None:
                 path = layout.temp_file(token, f"part{len(temps) + (1 if state['writer'] else 0):03d}.parquet")
+                state["span"] = telemetry.tracer.start_span("tsarchive.write", attributes={"job_id": job.id, "path": path})
                 sink = self.lake.open_write(path)
                 state.update(sink=sink, path=path, rows=0, groups=0, writer=pq.ParquetWriter(
                     sink, snap.schema, compression="zstd", compression_level=s.zstd_level, write_statistics=True,
@@ -313,6 +337,9 @@ class Engine:
                 temps.append((state["path"], FileEntry(state["path"], state["rows"], sink.size,
                                                        sink.digest.hexdigest(), state["groups"])))
                 state["writer"] = None
+                state["span"].set_attribute("rows", state["rows"])
+                state["span"].set_attribute("bytes", sink.size)
+                state["span"].end()
 
             def flush(buffer: list[pa.RecordBatch]) -> None:
                 if not buffer:
@@ -446,7 +473,14 @@ class Engine:
                 return StepResult(job_id, name, "drop", "skipped", f"kept: {blocker}")
             for _ in range(MAX_REARCHIVES + 1):
                 try:
-                    return self._drop_archived(job, started)
+                    with telemetry.span("drop", job_id=job.id, table=job.table, chunk=name):
+                        result = self._drop_archived(job, started)
+                    if result.outcome == "done":
+                        telemetry.chunks_dropped.add(1, {"table": job.table})
+                        telemetry.step_duration.record(result.seconds, {"step": "drop", "table": job.table})
+                    elif result.outcome == "failed":
+                        telemetry.chunks_failed.add(1, {"step": "drop", "table": job.table})
+                    return result
                 except (SourceChangedError, VerificationError) as change:
                     log.warning("job %s: %s; re-archiving before drop", job.id, change, extra={"job_id": job.id})
                     self.progress("rearchiving", job, {"reason": str(change)})

@@ -66,6 +66,11 @@ _MIGRATIONS: list[str] = [
         WHERE state <> 'dropped';
     CREATE INDEX IF NOT EXISTS jobs_table_state ON {schema}.jobs (table_schema, table_name, state);
     """,
+    # 2: queue bookkeeping for the function app
+    """
+    ALTER TABLE {schema}.jobs ADD COLUMN IF NOT EXISTS enqueued_at timestamptz;
+    ALTER TABLE {schema}.jobs ADD COLUMN IF NOT EXISTS enqueue_count integer NOT NULL DEFAULT 0;
+    """,
 ]
 
 
@@ -174,7 +179,7 @@ class Ledger:
         return int(row[0]) if row else 0
 
     # -- reads ------------------------------------------------------------------------------
-    def _select(self, where: sql.Composable, params: tuple = (), suffix: str = "ORDER BY id") -> list[Job]:
+    def _select(self, where: sql.Composable, params: tuple | dict = (), suffix: str = "ORDER BY id") -> list[Job]:
         query = sql.SQL("SELECT * FROM {} WHERE {} " + suffix).format(self._jobs, where)
         with self.conn.cursor(row_factory=dict_row) as cur:
             return [_job(row) for row in cur.execute(query, params).fetchall()]
@@ -259,6 +264,35 @@ class Ledger:
                 f"job {job_id} is {state}; expected one of {', '.join(map(str, from_states))} to move it to {to_state}"
             )
         return _job(row)
+
+    def enqueueable(self, requeue_after_s: int, max_attempts: int, table: str | None = None) -> list[Job]:
+        """Jobs a planner should (re)send: new, retry-ready, or archived and not dropped for a while."""
+        query = sql.SQL(
+            """
+            state IN ('planned', 'failed', 'archiving', 'archived')
+            AND (state <> 'failed' OR (attempts < %(max)s AND (next_attempt_at IS NULL OR next_attempt_at <= now())))
+            AND (enqueued_at IS NULL OR enqueued_at < now() - make_interval(secs => %(after)s))
+            AND (state <> 'archiving' OR claimed_at < now() - make_interval(secs => %(after)s))
+            AND (%(table)s::text IS NULL OR table_schema || '.' || table_name = %(table)s)
+            """
+        )
+        return self._select(query, {"max": max_attempts, "after": requeue_after_s, "table": table})  # type: ignore[arg-type]
+
+    def mark_enqueued(self, job_id: int, requeue_after_s: int = 0) -> int | None:
+        """Claim the next send of a job: its sequence number, or None if another planner just sent it."""
+        row = self.conn.execute(
+            sql.SQL(
+                "UPDATE {} SET enqueued_at = now(), enqueue_count = enqueue_count + 1 WHERE id = %s "
+                "AND (enqueued_at IS NULL OR enqueued_at < now() - make_interval(secs => %s)) RETURNING enqueue_count"
+            ).format(self._jobs),
+            (job_id, requeue_after_s),
+        ).fetchone()
+        return int(row[0]) if row else None
+
+    def reset_for_retry(self, job_id: int) -> Job:
+        """An operator's retry: a failed job gets a fresh attempt budget."""
+        return self.transition(job_id, [JobState.FAILED], JobState.PLANNED, attempts=0, last_error=None,
+                               next_attempt_at=None, enqueued_at=None)
 
     # -- claims -----------------------------------------------------------------------------
     def _lock_key(self, job_id: int) -> str:

@@ -14,6 +14,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from .errors import ConfigError
 
 ENV_PREFIX = "ARCHIVER_"
+_QUEUE = r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$"  # valid for both Storage queues and Service Bus
 _IDENT = re.compile(r"^[^\s.]+\.[^\s.]+$|^[^\s.]+$")
 
 
@@ -68,10 +69,18 @@ class Settings(BaseSettings):
     zstd_level: int = Field(default=3, ge=1, le=22)
     parallel_chunks: int = Field(default=1, ge=1, le=64)
     max_attempts: int = Field(default=5, ge=1)
+    retry_backoff_seconds: int = Field(default=30, ge=1)
     lock_timeout_ms: int = Field(default=5_000, ge=1)
     drop_retries: int = Field(default=5, ge=0)
     drop_recheck: Literal["checksum", "footer"] = "checksum"
     unsupported_as_text: bool = False
+    # Function app
+    transport: Literal["servicebus", "storagequeue"] = "servicebus"
+    requests_queue: str = Field(default="archive-requests", pattern=_QUEUE)
+    confirmations_queue: str = Field(default="archive-confirmations", pattern=_QUEUE)
+    poison_queue: str = Field(default="archive-poison", pattern=_QUEUE)
+    schedule: str = Field(default="0 0 2 * * *", pattern=r"^\S+( \S+){5}$")
+    requeue_after_minutes: int = Field(default=60, ge=1)
 
     @field_validator("include", "exclude", "partitioned_tables", mode="before")
     @classmethod

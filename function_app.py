@@ -1,0 +1,9 @@
+"""Azure Functions entry point (Python v2 model): builds the app and registers the blueprints."""
+
+import azure.functions as func
+
+from functions import archiver, dropper, http_api, planner
+
+app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+for blueprint in (planner.bp, archiver.bp, dropper.bp, http_api.bp):
+    app.register_functions(blueprint)

@@ -1,0 +1,1 @@
+"""Azure Functions blueprints: thin adapters over shared_code."""

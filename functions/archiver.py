@@ -1,0 +1,23 @@
+"""Queue trigger on archive requests: archive one chunk, send a confirmation."""
+
+import logging
+
+import azure.functions as func
+
+from shared_code import runtime
+from shared_code.service import handle_request
+
+from .bindings import message_parts, queue_trigger
+
+bp = func.Blueprint()
+log = logging.getLogger("tsarchive")
+
+
+@bp.function_name("archiver")
+@queue_trigger(bp, "ARCHIVER_REQUESTS_QUEUE")
+def archiver(msg) -> None:
+    body, message_id, delivery = message_parts(msg)
+    settings = runtime.settings()
+    with runtime.engine(settings) as engine:
+        outcome = handle_request(engine, runtime.transport(settings), body, message_id)
+    log.info("archiver: message %s (delivery %d): %s", message_id, delivery, outcome)

@@ -1,0 +1,103 @@
+"""HTTP routes: manual archival, status, events, metrics, retry, health. JSON in, JSON out."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from datetime import datetime
+
+import azure.functions as func
+import psycopg
+
+from shared_code import api, runtime
+from shared_code.errors import ArchiverError, ConfigError, LakeError
+
+bp = func.Blueprint()
+log = logging.getLogger("tsarchive")
+
+
+def _json(status: int, body: object) -> func.HttpResponse:
+    text = json.dumps(body, default=lambda v: v.isoformat() if isinstance(v, datetime) else str(v))
+    return func.HttpResponse(text, status_code=status, mimetype="application/json")
+
+
+def _handle(action: Callable[[], api.ApiResponse]) -> func.HttpResponse:
+    """Map results and errors to JSON; user mistakes are 4xx, unreachable dependencies 503."""
+    try:
+        result = action()
+    except api.BadRequest as bad:
+        return _json(400, {"error": str(bad)})
+    except (ConfigError, LakeError, psycopg.OperationalError) as down:
+        log.error("dependency unavailable: %s", down)
+        return _json(503, {"error": str(down).splitlines()[0]})
+    except ArchiverError as failure:
+        return _json(409, {"error": str(failure)})
+    return _json(result.status, result.body)
+
+
+def _with_engine(work: Callable) -> Callable[[], api.ApiResponse]:
+    def run() -> api.ApiResponse:
+        settings = runtime.settings()
+        with runtime.engine(settings) as engine:
+            return work(engine, settings)
+
+    return run
+
+
+@bp.function_name("trigger_archival")
+@bp.route(route="retention/trigger-archival", methods=["POST"])
+def trigger_archival(req: func.HttpRequest) -> func.HttpResponse:
+    return _handle(_with_engine(lambda e, s: api.trigger_archival(e, runtime.transport(s), req.get_body())))
+
+
+@bp.function_name("retention_status")
+@bp.route(route="retention/status", methods=["GET"])
+def retention_status(req: func.HttpRequest) -> func.HttpResponse:
+    return _handle(_with_engine(lambda e, s: api.retention_status(e)))
+
+
+@bp.function_name("archival_status")
+@bp.route(route="archival/status", methods=["GET"])
+def archival_status(req: func.HttpRequest) -> func.HttpResponse:
+    return _handle(_with_engine(lambda e, s: api.archival_status(e)))
+
+
+@bp.function_name("archival_events")
+@bp.route(route="archival/events", methods=["GET"])
+def archival_events(req: func.HttpRequest) -> func.HttpResponse:
+    return _handle(_with_engine(lambda e, s: api.archival_events(e, dict(req.params))))
+
+
+@bp.function_name("archival_metrics")
+@bp.route(route="archival/metrics", methods=["GET"])
+def archival_metrics(req: func.HttpRequest) -> func.HttpResponse:
+    return _handle(_with_engine(lambda e, s: api.archival_metrics(e)))
+
+
+@bp.function_name("retry_job")
+@bp.route(route="archival/jobs/{id}/retry", methods=["POST"])
+def retry_job(req: func.HttpRequest) -> func.HttpResponse:
+    job_id = req.route_params.get("id", "")
+    return _handle(_with_engine(lambda e, s: api.retry(e, runtime.transport(s), job_id)))
+
+
+@bp.function_name("health")
+@bp.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+def health(req: func.HttpRequest) -> func.HttpResponse:
+    def check() -> api.ApiResponse:
+        settings = runtime.settings()
+
+        def database() -> None:
+            with runtime.engine(settings) as engine:
+                engine.conn.execute("SELECT 1")
+
+        def lake() -> None:
+            from shared_code.lake import Lake
+
+            secret = settings.lake_connection_string
+            Lake(settings.lake_url, secret.get_secret_value() if secret else None, settings.lake_client_id).check()
+
+        return api.health(database, lake)
+
+    return _handle(check)

@@ -1,0 +1,185 @@
+"""HTTP API handlers, free of azure.functions: parse and validate input, call the engine, return status + JSON."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from .engine import Engine
+from .errors import JobStateError
+from .ledger import JobState
+from .service import plan_and_enqueue, retry_job
+from .transport import Transport
+
+MAX_PAGE = 500
+
+
+@dataclass
+class ApiResponse:
+    status: int
+    body: Any
+
+
+class BadRequest(Exception):
+    """Input the caller must fix; answered with 400 and the message."""
+
+
+def error(status: int, message: str, **extra: Any) -> ApiResponse:
+    return ApiResponse(status, {"error": message, **extra})
+
+
+def _json_object(body: bytes) -> dict[str, Any]:
+    if not body or not body.strip():
+        return {}
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequest("request body must be JSON, e.g. {\"hypertable\": \"public.metrics\", \"dry_run\": true}") from None
+    if not isinstance(data, dict):
+        raise BadRequest("request body must be a JSON object")
+    return data
+
+
+def _bool(value: Any, name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):
+        return value.lower() in ("true", "1")
+    raise BadRequest(f"{name} must be true or false")
+
+
+def _timestamp(value: Any, name: str) -> datetime:
+    if not isinstance(value, str):
+        raise BadRequest(f"{name} must be an ISO 8601 timestamp string, e.g. 2024-01-01T00:00:00Z")
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise BadRequest(f"{name} {value!r} is not an ISO 8601 timestamp, e.g. 2024-01-01T00:00:00Z") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _int(value: str | None, name: str, default: int, low: int, high: int) -> int:
+    if value is None or value == "":
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise BadRequest(f"{name} must be an integer between {low} and {high}") from None
+    if not low <= number <= high:
+        raise BadRequest(f"{name} must be between {low} and {high}")
+    return number
+
+
+def trigger_archival(engine: Engine, transport: Transport, body: bytes) -> ApiResponse:
+    """POST /api/retention/trigger-archival {hypertable?, older_than?, dry_run?} -> 202 with the planned jobs."""
+    data = _json_object(body)
+    unknown = sorted(set(data) - {"hypertable", "older_than", "dry_run"})
+    if unknown:
+        raise BadRequest(f"unknown field(s) {', '.join(unknown)}; allowed: hypertable, older_than, dry_run")
+    hypertable = data.get("hypertable")
+    if hypertable is not None and (not isinstance(hypertable, str) or not hypertable.strip()):
+        raise BadRequest("hypertable must be a non-empty string such as public.metrics")
+    older_than = _timestamp(data["older_than"], "older_than") if data.get("older_than") is not None else None
+    if older_than and older_than > datetime.now(UTC):
+        raise BadRequest("older_than must be in the past")
+    dry_run = _bool(data.get("dry_run", False), "dry_run")
+    if hypertable:
+        tables = {(e.chunk.table, e.chunk.table_name) for e in engine.plan()}
+        known = {t for pair in tables for t in pair}
+        if hypertable not in known:
+            return error(404, f"no archivable table named {hypertable!r}", known=sorted(t for t in known if "." in t))
+    result = plan_and_enqueue(engine, transport, hypertable=hypertable, older_than=older_than, dry_run=dry_run,
+                              reason="manual")
+    return ApiResponse(202 if not dry_run else 200, result.as_dict())
+
+
+def retention_status(engine: Engine) -> ApiResponse:
+    return ApiResponse(200, {"retention_days": engine.settings.retention_days, "tables": engine.status()})
+
+
+def archival_status(engine: Engine) -> ApiResponse:
+    engine.init()
+    rows = engine.conn.execute(
+        f"SELECT state, count(*), coalesce(sum(row_count), 0), coalesce(sum(byte_count), 0), max(updated_at) "
+        f"FROM {engine.settings.ledger_schema}.jobs GROUP BY state"
+    ).fetchall()
+    states = {str(s): 0 for s in JobState}
+    last = None
+    for state, count, _, _, updated in rows:
+        states[state] = count
+        last = max(last, updated) if last and updated else (updated or last)
+    return ApiResponse(200, {"jobs": states, "last_activity": last.isoformat() if last else None})
+
+
+def archival_events(engine: Engine, params: dict[str, str]) -> ApiResponse:
+    states = [s for s in (params.get("state") or "").split(",") if s]
+    valid = {str(s) for s in JobState}
+    bad = [s for s in states if s not in valid]
+    if bad:
+        raise BadRequest(f"unknown state {', '.join(bad)}; use one of {', '.join(sorted(valid))}")
+    limit = _int(params.get("limit"), "limit", 50, 1, MAX_PAGE)
+    offset = _int(params.get("offset"), "offset", 0, 0, 10_000_000)
+    engine.init()
+    jobs = engine.ledger.jobs(states or None, table=params.get("table") or None, limit=limit + 1, offset=offset)
+    page = [j.as_dict() for j in jobs[:limit]]
+    return ApiResponse(200, {"events": page, "limit": limit, "offset": offset,
+                             "next_offset": offset + limit if len(jobs) > limit else None})
+
+
+def archival_metrics(engine: Engine) -> ApiResponse:
+    engine.init()
+    schema = engine.settings.ledger_schema
+    row = engine.conn.execute(
+        f"""
+        SELECT count(*) FILTER (WHERE state IN ('archived', 'dropped')),
+               count(*) FILTER (WHERE state = 'dropped'),
+               count(*) FILTER (WHERE state = 'failed'),
+               count(*) FILTER (WHERE state = 'failed' AND attempts >= %s),
+               count(*) FILTER (WHERE state = 'blocked'),
+               count(*) FILTER (WHERE state IN ('planned', 'archiving', 'failed')),
+               coalesce(sum(row_count) FILTER (WHERE state IN ('archived', 'dropped')), 0),
+               coalesce(sum(byte_count) FILTER (WHERE state IN ('archived', 'dropped')), 0),
+               coalesce(avg(extract(epoch FROM archived_at - claimed_at)) FILTER (WHERE archived_at >= claimed_at), 0),
+               coalesce(max(extract(epoch FROM archived_at - claimed_at)) FILTER (WHERE archived_at >= claimed_at), 0)
+        FROM {schema}.jobs
+        """,
+        (engine.settings.max_attempts,),
+    ).fetchone()
+    assert row is not None
+    keys = ["chunks_archived", "chunks_dropped", "chunks_failed", "chunks_failed_permanently", "chunks_blocked",
+            "backlog", "rows_archived", "bytes_archived", "archive_seconds_avg", "archive_seconds_max"]
+    values = [float(v) if k.startswith("archive_seconds") else int(v) for k, v in zip(keys, row, strict=True)]
+    return ApiResponse(200, dict(zip(keys, values, strict=True)))
+
+
+def retry(engine: Engine, transport: Transport, job_id: str) -> ApiResponse:
+    try:
+        number = int(job_id)
+    except ValueError:
+        raise BadRequest(f"job id must be an integer, got {job_id!r}") from None
+    engine.init()
+    job = engine.ledger.get(number)
+    if job is None:
+        return error(404, f"job {number} does not exist")
+    if job.state != JobState.FAILED:
+        return error(409, f"job {number} is {job.state}; only failed jobs can be retried", state=str(job.state))
+    try:
+        job = retry_job(engine, transport, number)
+    except JobStateError as conflict:
+        return error(409, str(conflict))
+    return ApiResponse(202, {"job": job.as_dict(), "status": "requeued"})
+
+
+def health(check_database, check_lake) -> ApiResponse:
+    """Each check is a callable that raises on failure; the answer says which part is down."""
+    parts: dict[str, str] = {}
+    for name, check in (("database", check_database), ("lake", check_lake)):
+        try:
+            check()
+            parts[name] = "ok"
+        except Exception as failure:  # noqa: BLE001 - reported, not raised
+            parts[name] = f"error: {str(failure).splitlines()[0] if str(failure) else type(failure).__name__}"
+    healthy = all(v == "ok" for v in parts.values())
+    return ApiResponse(200 if healthy else 503, {"status": "healthy" if healthy else "unhealthy", **parts})

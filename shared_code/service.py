@@ -1,0 +1,136 @@
+"""What the function app does, without azure.functions: plan and enqueue, archive on request, drop on confirmation."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from . import telemetry
+from .engine import Engine, plan_entry_dict, retry_delay
+from .ledger import Job, JobState
+from .messages import ArchiveConfirmation, ArchiveRequest, MessageError, parse
+from .planning import Decision
+from .transport import Transport
+
+log = logging.getLogger("tsarchive")
+
+
+@dataclass
+class EnqueueResult:
+    dry_run: bool
+    planned: list[dict[str, Any]] = field(default_factory=list)
+    enqueued: list[dict[str, Any]] = field(default_factory=list)
+    skipped_in_flight: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"dry_run": self.dry_run, "planned": self.planned, "enqueued": self.enqueued,
+                "skipped_in_flight": self.skipped_in_flight}
+
+
+def _request(job: Job, sequence: int, reason: str) -> ArchiveRequest:
+    return ArchiveRequest(job_id=job.id, attempt=sequence, table=job.table, chunk=job.chunk.qualified_chunk,
+                          requested_at=datetime.now(UTC), reason=reason, traceparent=telemetry.inject())
+
+
+def plan_and_enqueue(engine: Engine, transport: Transport, *, hypertable: str | None = None,
+                     older_than: datetime | None = None, dry_run: bool = False, reason: str = "scheduled") -> EnqueueResult:
+    """Plan, record jobs, send one request per due chunk; chunks already in flight are skipped."""
+    entries = engine.plan(hypertable, older_than)
+    due = [e for e in entries if e.decision in (Decision.DUE, Decision.BLOCKED)]
+    result = EnqueueResult(dry_run=dry_run, planned=[plan_entry_dict(e) for e in due])
+    if dry_run:
+        return result
+    recorded = engine.record_plan(entries)
+    after = engine.settings.requeue_after_minutes * 60
+    qualified = hypertable if hypertable and "." in hypertable else None
+    candidates = engine.ledger.enqueueable(after, engine.settings.max_attempts, qualified)
+    if hypertable and not qualified:
+        candidates = [j for j in candidates if j.table_name == hypertable]
+    if older_than is not None:
+        candidates = [j for j in candidates if isinstance(j.range_end, datetime) and j.range_end <= older_than]
+    due_ids = {j.id for j in recorded if j.state != JobState.BLOCKED}
+    result.skipped_in_flight = len(due_ids - {j.id for j in candidates})
+    for job in candidates:
+        sequence = engine.ledger.mark_enqueued(job.id, after)
+        if sequence is None:
+            result.skipped_in_flight += 1
+            continue
+        request = _request(job, sequence, reason)
+        transport.send_request(request)
+        result.enqueued.append({"job_id": job.id, "chunk": request.chunk, "table": job.table,
+                                "message_id": request.message_id, "state": str(job.state)})
+    log.info("planner enqueued %d request(s)", len(result.enqueued))
+    return result
+
+
+def _poison(transport: Transport, queue: str, body: bytes, error: MessageError, message_id: str | None) -> str:
+    reason = f"rejected message {message_id or '?'} from {queue}: {error}"
+    log.error(reason)
+    transport.send_poison(queue, body, str(error), message_id)
+    return "poisoned"
+
+
+def handle_request(engine: Engine, transport: Transport, body: bytes, message_id: str | None = None) -> str:
+    """Archive the requested chunk and confirm the outcome. Duplicates re-confirm without re-archiving."""
+    try:
+        request: ArchiveRequest = parse(body, ArchiveRequest)
+    except MessageError as error:
+        return _poison(transport, engine.settings.requests_queue, body, error, message_id)
+    with telemetry.continued(request.traceparent), telemetry.span("handle_request", job_id=request.job_id):
+        job = engine.ledger.get(request.job_id)
+        if job is None:
+            return _poison(transport, engine.settings.requests_queue, body,
+                           MessageError(f"job {request.job_id} is not in the ledger"), message_id)
+        result = engine.archive(job.id)
+        job = engine.ledger.get(job.id)
+        assert job is not None
+        if result.outcome == "skipped" and job.state not in (JobState.ARCHIVED, JobState.DROPPED):
+            log.info("job %s: %s; no confirmation", job.id, result.detail, extra={"job_id": job.id})
+            return "skipped"
+        status = "archived" if job.state in (JobState.ARCHIVED, JobState.DROPPED) else "failed"
+        confirmation = ArchiveConfirmation(
+            job_id=job.id, attempt=request.attempt, table=job.table, chunk=job.chunk.qualified_chunk, status=status,
+            lake_paths=job.lake_paths, rows=job.row_count, checksums=job.checksums,
+            error=None if status == "archived" else (job.last_error or result.detail), traceparent=telemetry.inject(),
+        )
+        transport.send_confirmation(confirmation)
+        return status
+
+
+def handle_confirmation(engine: Engine, transport: Transport, body: bytes, message_id: str | None = None) -> str:
+    """On success verify and drop; on failure retry with backoff until max attempts, then leave the job failed."""
+    try:
+        confirmation: ArchiveConfirmation = parse(body, ArchiveConfirmation)
+    except MessageError as error:
+        return _poison(transport, engine.settings.confirmations_queue, body, error, message_id)
+    with telemetry.continued(confirmation.traceparent), telemetry.span("handle_confirmation", job_id=confirmation.job_id):
+        job = engine.ledger.get(confirmation.job_id)
+        if job is None:
+            return _poison(transport, engine.settings.confirmations_queue, body,
+                           MessageError(f"job {confirmation.job_id} is not in the ledger"), message_id)
+        if confirmation.status == "archived":
+            result = engine.drop(job.id)
+            if result.outcome == "failed":
+                log.warning("job %s drop failed: %s; the planner retries it", job.id, result.detail, extra={"job_id": job.id})
+            return f"drop {result.outcome}"
+        if job.state != JobState.FAILED:
+            return "stale failure"  # a later attempt already moved on
+        if job.attempts >= engine.settings.max_attempts:
+            log.error("job %s failed %d times, giving up: %s", job.id, job.attempts, job.last_error, extra={"job_id": job.id})
+            return "gave up"
+        sequence = engine.ledger.mark_enqueued(job.id)
+        if sequence is None:
+            return "already re-enqueued"
+        transport.send_request(_request(job, sequence, "retry"), delay=retry_delay(engine.settings, job.attempts))
+        return "retry scheduled"
+
+
+def retry_job(engine: Engine, transport: Transport, job_id: int) -> Job:
+    """An operator's retry of a failed job: fresh attempts, sent now."""
+    job = engine.ledger.reset_for_retry(job_id)
+    sequence = engine.ledger.mark_enqueued(job.id)
+    assert sequence is not None
+    transport.send_request(_request(job, sequence, "manual retry"))
+    return job

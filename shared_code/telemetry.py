@@ -1,0 +1,97 @@
+"""OpenTelemetry: spans, metrics and trace-context propagation; exported to Azure Monitor when configured.
+
+Without APPLICATIONINSIGHTS_CONNECTION_STRING everything still runs, with the API's no-op providers.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import metrics, trace
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+log = logging.getLogger("tsarchive")
+_lock = threading.Lock()
+_configured = False
+_backlog: dict[str, int] = {}
+_propagator = TraceContextTextMapPropagator()
+
+
+def configure() -> bool:
+    """Send traces, metrics and logs to Application Insights when a connection string is set; idempotent."""
+    global _configured
+    with _lock:
+        if _configured or not os.environ.get("APPLICATIONINSIGHTS_CONNECTION_STRING"):
+            return _configured
+        from azure.monitor.opentelemetry import configure_azure_monitor
+
+        kwargs: dict[str, Any] = {"logger_name": "tsarchive"}
+        if "AAD" in os.environ.get("APPLICATIONINSIGHTS_AUTHENTICATION_STRING", ""):
+            # Local auth is disabled on the resource: authenticate with the managed identity.
+            from azure.identity import ManagedIdentityCredential
+
+            client_id = os.environ.get("AZURE_CLIENT_ID")
+            kwargs["credential"] = ManagedIdentityCredential(client_id=client_id) if client_id else ManagedIdentityCredential()
+        try:
+            configure_azure_monitor(**kwargs)
+            _configured = True
+        except Exception as error:  # noqa: BLE001 - telemetry must never stop archiving
+            log.warning("Application Insights exporter not configured: %s", error)
+        return _configured
+
+
+tracer = trace.get_tracer("tsarchive")
+_meter = metrics.get_meter("tsarchive")
+chunks_archived = _meter.create_counter("tsarchive.chunks.archived", unit="{chunk}", description="Chunks archived")
+chunks_dropped = _meter.create_counter("tsarchive.chunks.dropped", unit="{chunk}", description="Chunks dropped")
+chunks_failed = _meter.create_counter("tsarchive.chunks.failed", unit="{chunk}", description="Failed archive/drop steps")
+rows_archived = _meter.create_counter("tsarchive.rows.archived", unit="{row}", description="Rows written to the lake")
+bytes_archived = _meter.create_counter("tsarchive.bytes.archived", unit="By", description="Parquet bytes written")
+step_duration = _meter.create_histogram("tsarchive.step.duration", unit="s", description="Duration of archive/drop steps")
+
+
+def set_backlog(table: str, due_not_archived: int) -> None:
+    _backlog[table] = due_not_archived
+
+
+def _observe_backlog(_options: Any) -> Iterator[metrics.Observation]:
+    for table, value in list(_backlog.items()):
+        yield metrics.Observation(value, {"table": table})
+
+
+_meter.create_observable_gauge("tsarchive.backlog", callbacks=[_observe_backlog], unit="{chunk}",
+                               description="Chunks due but not yet archived")
+
+
+@contextmanager
+def span(name: str, **attributes: Any) -> Iterator[trace.Span]:
+    """A span named tsarchive.<name>; exceptions are recorded on it."""
+    clean = {k: v for k, v in attributes.items() if v is not None}
+    with tracer.start_as_current_span(f"tsarchive.{name}", attributes=clean) as current:
+        yield current
+
+
+def inject() -> str | None:
+    """The current W3C traceparent, to carry in a message."""
+    carrier: dict[str, str] = {}
+    _propagator.inject(carrier)
+    return carrier.get("traceparent")
+
+
+@contextmanager
+def continued(traceparent: str | None) -> Iterator[None]:
+    """Continue the trace a message carried."""
+    if not traceparent:
+        yield
+        return
+    token = otel_context.attach(_propagator.extract({"traceparent": traceparent}))
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
