@@ -28,9 +28,12 @@ def _handle(action: Callable[[], api.ApiResponse]) -> func.HttpResponse:
         result = action()
     except api.BadRequest as bad:
         return _json(400, {"error": str(bad)})
-    except (ConfigError, LakeError, psycopg.OperationalError) as down:
-        log.error("dependency unavailable: %s", down)
-        return _json(503, {"error": str(down).splitlines()[0]})
+    except (ConfigError, LakeError) as down:
+        log.error("service unavailable: %s", down)
+        return _json(503, {"error": str(down)})
+    except psycopg.OperationalError as down:
+        log.error("database unavailable: %s", down)
+        return _json(503, {"error": f"database unavailable: {str(down).strip().splitlines()[0]}"})
     except ArchiverError as failure:
         return _json(409, {"error": str(failure)})
     return _json(result.status, result.body)

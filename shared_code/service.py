@@ -37,6 +37,12 @@ def _request(job: Job, sequence: int, reason: str) -> ArchiveRequest:
 def plan_and_enqueue(engine: Engine, transport: Transport, *, hypertable: str | None = None,
                      older_than: datetime | None = None, dry_run: bool = False, reason: str = "scheduled") -> EnqueueResult:
     """Plan, record jobs, send one request per due chunk; chunks already in flight are skipped."""
+    with telemetry.span("planner", hypertable=hypertable, dry_run=dry_run, reason=reason):
+        return _plan_and_enqueue(engine, transport, hypertable, older_than, dry_run, reason)
+
+
+def _plan_and_enqueue(engine: Engine, transport: Transport, hypertable: str | None, older_than: datetime | None,
+                      dry_run: bool, reason: str) -> EnqueueResult:
     entries = engine.plan(hypertable, older_than)
     due = [e for e in entries if e.decision in (Decision.DUE, Decision.BLOCKED)]
     result = EnqueueResult(dry_run=dry_run, planned=[plan_entry_dict(e) for e in due])
