@@ -186,3 +186,16 @@ def test_failed_archive_is_retried_with_backoff_then_given_up(monkeypatch, pg_ds
     assert job.state == JobState.FAILED and job.attempts == 2
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         assert conn.execute("SELECT count(*) FROM geo_old").fetchone()[0] == 1
+
+
+def test_openapi_document_matches_the_routes(monkeypatch):
+    functions = load_app(monkeypatch, "storagequeue")
+    spec = json.loads((ROOT / "docs" / "openapi.json").read_text())
+    documented = {(path.lstrip("/"), method.upper()) for path, ops in spec["paths"].items() for method in ops}
+    registered = set()
+    for function in functions.values():
+        trigger = function.get_trigger()
+        if trigger.type == "httpTrigger":
+            registered |= {(trigger.route, str(m).split(".")[-1].upper()) for m in trigger.methods}
+    assert documented == registered
+    assert spec["paths"]["/health"]["get"]["security"] == []
