@@ -30,12 +30,15 @@ def _fail(message: str) -> None:
 
 
 def _engine(progress=None):
+    from . import telemetry
     from .engine import Engine
     from .errors import ArchiverError
     from .settings import load_settings
 
     try:
-        return Engine(load_settings(), progress=progress)
+        settings = load_settings()
+        telemetry.configure()  # exports only when APPLICATIONINSIGHTS_CONNECTION_STRING is set
+        return Engine(settings, progress=progress)
     except ArchiverError as error:
         _fail(str(error))
 
