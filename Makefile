@@ -10,7 +10,9 @@ export TSARCHIVE_TSDB_PORT ?= 55433
 
 .PHONY: setup services services-stop demo test lint bench clean
 
-setup: $(STAMP) tools/node_modules/.installed
+CHECKOV := .venv-checkov/bin/checkov
+
+setup: $(STAMP) tools/node_modules/.installed $(CHECKOV)
 	@command -v initdb >/dev/null 2>&1 || test -x /usr/lib/postgresql/15/bin/initdb || $(MAKE) --no-print-directory postgres-apt
 	@echo "setup done: $(BIN)/tsarchive"
 
@@ -27,6 +29,11 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(BIN)/pip install -q -r requirements.txt -r requirements-dev.txt
 	$(BIN)/pip install -q --no-deps -e .
 	touch $@
+
+# checkov pins old dependencies (packaging<24), so it lives in its own venv.
+$(CHECKOV):
+	test -x .venv-checkov/bin/python || $(PYTHON) -m venv .venv-checkov
+	.venv-checkov/bin/pip install -q checkov==3.3.30
 
 tools/node_modules/.installed: tools/package.json tools/package-lock.json
 	cd tools && npm ci --no-audit --no-fund --loglevel=error
@@ -49,4 +56,4 @@ bench: services
 	$(BIN)/python bench/bench_run.py
 
 clean: services-stop
-	rm -rf .local
+	rm -rf .local .venv-checkov

@@ -52,6 +52,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", case_sensitive=False)
 
     database_url: SecretStr = Field(description="PostgreSQL/TimescaleDB connection URL (libpq form).")
+    database_auth: Literal["password", "entra"] = "password"
     lake_url: str = Field(default_factory=lambda: (Path.cwd() / "lake").as_uri())
     lake_connection_string: SecretStr | None = None
     lake_client_id: str | None = None
@@ -142,7 +143,13 @@ class Settings(BaseSettings):
         return self
 
     def database_dsn(self) -> str:
-        return self.database_url.get_secret_value()
+        """The connection string to use now; with Entra ID auth it carries a fresh token as the password."""
+        dsn = self.database_url.get_secret_value()
+        if self.database_auth == "entra":
+            from .dbauth import with_entra_token
+
+            return with_entra_token(dsn)
+        return dsn
 
 
 def _format_errors(error: ValidationError) -> str:

@@ -1,0 +1,234 @@
+// tsarchive: a TimescaleDB archiver on Azure Functions (Flex Consumption), ADLS Gen2 and Service Bus.
+targetScope = 'subscription'
+
+@minLength(1)
+@maxLength(64)
+@description('azd environment name; names and tags every resource.')
+param environmentName string
+
+@minLength(1)
+@description('Region for every resource (one that offers Flex Consumption).')
+param location string
+
+@description('Object id of the deploying user, granted read access to the archive for smoke tests. Optional.')
+param principalId string = ''
+
+@allowed(['servicebus', 'storagequeue'])
+@description('Messaging between planner, archiver and dropper.')
+param transport string = 'servicebus'
+
+@allowed(['entra', 'keyvault'])
+@description('entra: Entra ID token as the database password (no secret). keyvault: a password kept in Key Vault.')
+param databaseAuth string = 'entra'
+
+@description('Database URL without a password, e.g. postgresql://id-tsarchive@myserver.postgres.database.azure.com/metrics?sslmode=require.')
+param databaseUrl string
+
+@secure()
+@description('Only for databaseAuth=keyvault: the full database URL including the password, stored as a Key Vault secret.')
+param databasePassword string = ''
+
+@minValue(1)
+param retentionDays int = 730
+
+@description('Comma-separated native partitioned tables to archive (opt-in).')
+param partitionedTables string = ''
+
+@description('Planner schedule (NCRONTAB, UTC).')
+param schedule string = '0 0 2 * * *'
+
+@allowed([2048, 4096])
+param instanceMemoryMB int = 2048
+
+@minValue(1)
+@maxValue(1000)
+param maximumInstanceCount int = 20
+
+@description('Archive blobs move to cool after this many days (after the verification window).')
+param coolAfterDays int = 30
+param coldAfterDays int = 90
+param archiveAfterDays int = 365
+
+@description('Days of time-based immutability (WORM) on the archive filesystem; 0 turns it off.')
+@minValue(0)
+param immutabilityDays int = 0
+
+@minValue(1)
+@maxValue(365)
+param softDeleteDays int = 30
+
+@description('Subnet for VNet integration of the function app (to reach a private database). Optional.')
+param functionsSubnetId string = ''
+
+@description('Subnet for private endpoints of the storage accounts. Optional; empty keeps public endpoints (identity-only access).')
+param privateEndpointSubnetId string = ''
+
+@description('Email for alerts. Optional.')
+param alertEmail string = ''
+
+var abbrs = loadJsonContent('abbreviations.json')
+var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
+var tags = { 'azd-env-name': environmentName }
+var queueNames = ['archive-requests', 'archive-confirmations', 'archive-poison']
+var archiveFileSystem = 'archive'
+
+resource rg 'Microsoft.Resources/resourceGroups@2022-09-01' = {
+  name: '${abbrs.resourcesResourceGroups}${environmentName}'
+  location: location
+  tags: tags
+}
+
+module identity 'modules/identity.bicep' = {
+  name: 'identity'
+  scope: rg
+  params: {
+    name: '${abbrs.managedIdentityUserAssignedIdentities}tsarchive-${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+module monitoring 'modules/monitoring.bicep' = {
+  name: 'monitoring'
+  scope: rg
+  params: {
+    logAnalyticsName: '${abbrs.operationalInsightsWorkspaces}${resourceToken}'
+    appInsightsName: '${abbrs.insightsComponents}${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+module hostStorage 'modules/host-storage.bicep' = {
+  name: 'host-storage'
+  scope: rg
+  params: {
+    name: '${abbrs.storageStorageAccounts}func${resourceToken}'
+    location: location
+    tags: tags
+    queueNames: transport == 'storagequeue' ? queueNames : []
+    logAnalyticsId: monitoring.outputs.logAnalyticsId
+    privateEndpointSubnetId: privateEndpointSubnetId
+  }
+}
+
+module archiveStorage 'modules/archive-storage.bicep' = {
+  name: 'archive-storage'
+  scope: rg
+  params: {
+    name: '${abbrs.storageStorageAccounts}arc${resourceToken}'
+    location: location
+    tags: tags
+    fileSystemName: archiveFileSystem
+    coolAfterDays: coolAfterDays
+    coldAfterDays: coldAfterDays
+    archiveAfterDays: archiveAfterDays
+    immutabilityDays: immutabilityDays
+    softDeleteDays: softDeleteDays
+    logAnalyticsId: monitoring.outputs.logAnalyticsId
+    privateEndpointSubnetId: privateEndpointSubnetId
+  }
+}
+
+module serviceBus 'modules/servicebus.bicep' = if (transport == 'servicebus') {
+  name: 'servicebus'
+  scope: rg
+  params: {
+    name: '${abbrs.serviceBusNamespaces}${resourceToken}'
+    location: location
+    tags: tags
+    queueNames: queueNames
+    logAnalyticsId: monitoring.outputs.logAnalyticsId
+  }
+}
+
+module keyVault 'modules/keyvault.bicep' = if (databaseAuth == 'keyvault') {
+  name: 'keyvault'
+  scope: rg
+  params: {
+    name: '${abbrs.keyVaultVaults}${resourceToken}'
+    location: location
+    tags: tags
+    databaseUrlSecret: databasePassword
+    logAnalyticsId: monitoring.outputs.logAnalyticsId
+  }
+}
+
+module functionApp 'modules/function-app.bicep' = {
+  name: 'function-app'
+  scope: rg
+  params: {
+    name: '${abbrs.webSitesFunctions}tsarchive-${resourceToken}'
+    planName: '${abbrs.webServerFarms}${resourceToken}'
+    location: location
+    tags: union(tags, { 'azd-service-name': 'archiver' })
+    identityId: identity.outputs.id
+    identityClientId: identity.outputs.clientId
+    hostStorageName: hostStorage.outputs.name
+    deploymentContainerName: hostStorage.outputs.deploymentContainerName
+    appInsightsConnectionString: monitoring.outputs.appInsightsConnectionString
+    instanceMemoryMB: instanceMemoryMB
+    maximumInstanceCount: maximumInstanceCount
+    functionsSubnetId: functionsSubnetId
+    appSettings: {
+      ARCHIVER_TRANSPORT: transport
+      ARCHIVER_REQUESTS_QUEUE: queueNames[0]
+      ARCHIVER_CONFIRMATIONS_QUEUE: queueNames[1]
+      ARCHIVER_POISON_QUEUE: queueNames[2]
+      ARCHIVER_SCHEDULE: schedule
+      ARCHIVER_REQUEUE_AFTER_MINUTES: '90'
+      ARCHIVER_RETENTION_DAYS: string(retentionDays)
+      ARCHIVER_PARTITIONED_TABLES: partitionedTables
+      ARCHIVER_LAKE_URL: 'abfss://${archiveFileSystem}@${archiveStorage.outputs.name}.dfs.${environment().suffixes.storage}/timescale'
+      ARCHIVER_LAKE_CLIENT_ID: identity.outputs.clientId
+      ARCHIVER_DATABASE_AUTH: databaseAuth == 'entra' ? 'entra' : 'password'
+      ARCHIVER_DATABASE_URL: databaseAuth == 'entra' ? databaseUrl : '@Microsoft.KeyVault(SecretUri=${keyVault.outputs.secretUri})'
+      ServiceBusConnection__fullyQualifiedNamespace: transport == 'servicebus' ? serviceBus.outputs.fullyQualifiedNamespace : ''
+      ServiceBusConnection__credential: 'managedidentity'
+      ServiceBusConnection__clientId: identity.outputs.clientId
+      ArchiverQueueStorage__queueServiceUri: hostStorage.outputs.queueEndpoint
+      ArchiverQueueStorage__credential: 'managedidentity'
+      ArchiverQueueStorage__clientId: identity.outputs.clientId
+    }
+    keyVaultReferenceIdentityId: identity.outputs.id
+  }
+}
+
+module roles 'modules/roles.bicep' = {
+  name: 'roles'
+  scope: rg
+  params: {
+    principalId: identity.outputs.principalId
+    deployerPrincipalId: principalId
+    archiveStorageName: archiveStorage.outputs.name
+    hostStorageName: hostStorage.outputs.name
+    serviceBusName: transport == 'servicebus' ? serviceBus.outputs.name : ''
+    keyVaultName: databaseAuth == 'keyvault' ? keyVault.outputs.name : ''
+    appInsightsName: monitoring.outputs.appInsightsName
+  }
+}
+
+module alerts 'modules/alerts.bicep' = {
+  name: 'alerts'
+  scope: rg
+  params: {
+    namePrefix: resourceToken
+    location: location
+    tags: tags
+    alertEmail: alertEmail
+    appInsightsId: monitoring.outputs.appInsightsId
+    serviceBusId: transport == 'servicebus' ? serviceBus.outputs.id : ''
+  }
+}
+
+output AZURE_LOCATION string = location
+output AZURE_TENANT_ID string = tenant().tenantId
+output AZURE_RESOURCE_GROUP string = rg.name
+output AZURE_FUNCTION_APP_NAME string = functionApp.outputs.name
+output AZURE_FUNCTION_APP_URL string = functionApp.outputs.url
+output AZURE_MANAGED_IDENTITY_NAME string = identity.outputs.name
+output AZURE_MANAGED_IDENTITY_CLIENT_ID string = identity.outputs.clientId
+output ARCHIVE_STORAGE_ACCOUNT string = archiveStorage.outputs.name
+output ARCHIVER_LAKE_URL string = 'abfss://${archiveFileSystem}@${archiveStorage.outputs.name}.dfs.${environment().suffixes.storage}/timescale'
+output SERVICEBUS_NAMESPACE string = transport == 'servicebus' ? serviceBus.outputs.fullyQualifiedNamespace : ''
+output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.appInsightsName
