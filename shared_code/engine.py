@@ -209,17 +209,24 @@ class Engine:
         self.progress("failed", job, {"step": step, "error": message})
         return StepResult(job.id, job.chunk.qualified_chunk, step, "failed", message, seconds=time.monotonic() - started)
 
+    def _claimed_job(self, job_id: int, held: bool, step: str) -> tuple[Job, StepResult | None]:
+        """The job, and a 'skipped' result when another worker holds it."""
+        job = self.ledger.get(job_id)
+        if job is None:
+            raise JobStateError(f"job {job_id} does not exist")
+        if not held:
+            return job, StepResult(job_id, job.chunk.qualified_chunk, step, "skipped", "another worker holds this job")
+        return job, None
+
     def archive(self, job_id: int, *, rearchive: bool = False) -> StepResult:
         """Extract one chunk to Parquet, verify it, publish it, record it. Safe to repeat."""
         self._ensure_ledger()
         started = time.monotonic()
         with self.ledger.claimed(job_id) as held:
-            job = self.ledger.get(job_id)
-            if job is None:
-                raise JobStateError(f"job {job_id} does not exist")
+            job, busy = self._claimed_job(job_id, held, "archive")
+            if busy:
+                return busy
             name = job.chunk.qualified_chunk
-            if not held:
-                return StepResult(job_id, name, "archive", "skipped", "another worker holds this job")
             done_states = [JobState.DROPPED] if rearchive else [JobState.ARCHIVED, JobState.DROPPED]
             if job.state in done_states:
                 return StepResult(job_id, name, "archive", "skipped", f"already {job.state}")
@@ -456,12 +463,10 @@ class Engine:
         self._ensure_ledger()
         started = time.monotonic()
         with self.ledger.claimed(job_id) as held:
-            job = self.ledger.get(job_id)
-            if job is None:
-                raise JobStateError(f"job {job_id} does not exist")
+            job, busy = self._claimed_job(job_id, held, "drop")
+            if busy:
+                return busy
             name = job.chunk.qualified_chunk
-            if not held:
-                return StepResult(job_id, name, "drop", "skipped", "another worker holds this job")
             if job.state == JobState.DROPPED:
                 return StepResult(job_id, name, "drop", "skipped", "already dropped")
             if job.state != JobState.ARCHIVED:

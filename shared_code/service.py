@@ -78,17 +78,25 @@ def _poison(transport: Transport, queue: str, body: bytes, error: MessageError, 
     return "poisoned"
 
 
+def _receive(engine: Engine, transport: Transport, body: bytes, message_id: str | None, kind: type, queue: str):
+    """The validated message and its job, or 'poisoned' after forwarding a bad message with the reason."""
+    try:
+        message = parse(body, kind)
+    except MessageError as error:
+        return _poison(transport, queue, body, error, message_id)
+    job = engine.ledger.get(message.job_id)
+    if job is None:
+        return _poison(transport, queue, body, MessageError(f"job {message.job_id} is not in the ledger"), message_id)
+    return message, job
+
+
 def handle_request(engine: Engine, transport: Transport, body: bytes, message_id: str | None = None) -> str:
     """Archive the requested chunk and confirm the outcome. Duplicates re-confirm without re-archiving."""
-    try:
-        request: ArchiveRequest = parse(body, ArchiveRequest)
-    except MessageError as error:
-        return _poison(transport, engine.settings.requests_queue, body, error, message_id)
+    received = _receive(engine, transport, body, message_id, ArchiveRequest, engine.settings.requests_queue)
+    if isinstance(received, str):
+        return received
+    request, job = received
     with telemetry.continued(request.traceparent), telemetry.span("handle_request", job_id=request.job_id):
-        job = engine.ledger.get(request.job_id)
-        if job is None:
-            return _poison(transport, engine.settings.requests_queue, body,
-                           MessageError(f"job {request.job_id} is not in the ledger"), message_id)
         result = engine.archive(job.id)
         job = engine.ledger.get(job.id)
         assert job is not None
@@ -107,15 +115,11 @@ def handle_request(engine: Engine, transport: Transport, body: bytes, message_id
 
 def handle_confirmation(engine: Engine, transport: Transport, body: bytes, message_id: str | None = None) -> str:
     """On success verify and drop; on failure retry with backoff until max attempts, then leave the job failed."""
-    try:
-        confirmation: ArchiveConfirmation = parse(body, ArchiveConfirmation)
-    except MessageError as error:
-        return _poison(transport, engine.settings.confirmations_queue, body, error, message_id)
+    received = _receive(engine, transport, body, message_id, ArchiveConfirmation, engine.settings.confirmations_queue)
+    if isinstance(received, str):
+        return received
+    confirmation, job = received
     with telemetry.continued(confirmation.traceparent), telemetry.span("handle_confirmation", job_id=confirmation.job_id):
-        job = engine.ledger.get(confirmation.job_id)
-        if job is None:
-            return _poison(transport, engine.settings.confirmations_queue, body,
-                           MessageError(f"job {confirmation.job_id} is not in the ledger"), message_id)
         if confirmation.status == "archived":
             result = engine.drop(job.id)
             if result.outcome == "failed":

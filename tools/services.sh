@@ -46,7 +46,14 @@ start_postgres() {
 
 start_node_service() {  # name port logfile command...
   local name="$1" port="$2" log="$3"; shift 3
-  if port_open "$port"; then echo "$name already running on $port"; return; fi
+  if port_open "$port"; then
+    if [ -f "$STATE/$name.pid" ] && kill -0 "$(cat "$STATE/$name.pid")" 2>/dev/null; then
+      echo "$name already running on $port"
+    else
+      echo "warning: port $port is taken by a process this checkout did not start; using it as $name" >&2
+    fi
+    return
+  fi
   nohup "$@" >"$log" 2>&1 &
   echo $! >"$STATE/$name.pid"
   wait_port "$port" "$name" "$log"
