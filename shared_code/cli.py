@@ -222,6 +222,27 @@ def verify(job: list[int] = typer.Option(None, "--job", help="Only these job ids
         raise typer.Exit(1)
 
 
+@app.command()
+def restore(job: int = typer.Argument(..., help="Job id (see `tsarchive jobs --state dropped`)."),
+            target: str = typer.Option(None, "--target", help="schema.table to create [archiver_restore.<table>__<chunk>]."),
+            replace: bool = typer.Option(False, "--replace", help="Overwrite the target table if it exists."),
+            as_json: bool = JsonOpt) -> None:
+    """Restore an archived chunk into a new table and prove it equals what was archived."""
+    from .restore import restore as run_restore
+
+    with _engine() as engine:
+        result = _guard(lambda: run_restore(engine, job, target, replace))
+    if as_json:
+        _print_json(result.as_dict())
+    elif result.verified:
+        typer.echo(f"restored {result.rows} rows of job {job} into {result.target}; content hash matches the archive")
+    else:
+        typer.echo(f"restored {result.rows} rows into {result.target}, but its content hash {result.content_hash} "
+                   f"differs from the archive's {result.expected_hash}", err=True)
+    if not result.verified:
+        raise typer.Exit(1)
+
+
 def main() -> None:
     app()
 

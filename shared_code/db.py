@@ -287,16 +287,25 @@ def source_columns(conn: psycopg.Connection, schema: str, name: str) -> list[Sou
     return columns
 
 
-def fingerprint_sql(rel: str, plans: list[ColumnPlan]) -> str:
+def row_alias(column_names: list[str]) -> str:
+    """A table alias no column shares: `alias::text` must mean the whole row, and a column of that name would win."""
+    alias = "tsarchive_row"
+    while alias in column_names:
+        alias += "_"
+    return alias
+
+
+def fingerprint_sql(rel: str, plans: list[ColumnPlan], column_names: list[str] | None = None) -> str:
     """One scan: row count, order-independent content hash, and the special values the writer must handle."""
-    parts = ["count(*)", "coalesce(sum(hashtextextended(t::text, 0)::numeric), 0)::text"]
+    alias = row_alias(column_names if column_names is not None else [p.name for p in plans])
+    parts = ["count(*)", f"coalesce(sum(hashtextextended({alias}::text, 0)::numeric), 0)::text"]
     for plan in plans:
         ident = '"' + plan.name.replace('"', '""') + '"'
         if plan.check_infinite:
-            parts.append(f"count(*) FILTER (WHERE NOT isfinite(t.{ident}))")
+            parts.append(f"count(*) FILTER (WHERE NOT isfinite({alias}.{ident}))")
         if plan.check_ndims:
-            parts.append(f"coalesce(max(array_ndims(t.{ident})), 0)")
-    return f"SELECT {', '.join(parts)} FROM {rel} AS t"
+            parts.append(f"coalesce(max(array_ndims({alias}.{ident})), 0)")
+    return f"SELECT {', '.join(parts)} FROM {rel} AS {alias}"
 
 
 @dataclass(frozen=True)
@@ -328,8 +337,9 @@ def parse_fingerprint(row: tuple, plans: list[ColumnPlan]) -> Fingerprint:
     return Fingerprint(rows, content, frozenset(infinite), frozenset(multidim))
 
 
-def fingerprint(conn: psycopg.Connection, schema: str, name: str, plans: list[ColumnPlan]) -> Fingerprint:
-    row = conn.execute(fingerprint_sql(relation_sql(schema, name), plans)).fetchone()
+def fingerprint(conn: psycopg.Connection, schema: str, name: str, plans: list[ColumnPlan],
+                column_names: list[str] | None = None) -> Fingerprint:
+    row = conn.execute(fingerprint_sql(relation_sql(schema, name), plans, column_names)).fetchone()
     if row is None:
         raise ArchiverError(f"could not fingerprint {schema}.{name}")
     return parse_fingerprint(row, plans)

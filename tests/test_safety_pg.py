@@ -180,3 +180,20 @@ def test_concurrent_claim_is_exclusive(pg_dsn, tmp_path):
         first.conn.close()  # the holder dies
         wait_session_gone(pg_dsn, pid)
         assert second.archive(job.id).outcome == "done"
+
+
+def test_change_detection_sees_every_column_whatever_the_names(pg_dsn, tmp_path):
+    """Columns named like a row alias (`t`, `tsarchive_row`) must not hide changes to other columns."""
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE odd (ts timestamptz NOT NULL, t text, tsarchive_row int, v int) PARTITION BY RANGE (ts)")
+        conn.execute("CREATE TABLE odd_old PARTITION OF odd FOR VALUES FROM ('2020-01-01') TO ('2020-02-01')")
+        conn.execute("INSERT INTO odd VALUES ('2020-01-02', 'same', 1, 1), ('2020-01-03', 'same', 2, 2)")
+    lake = tmp_path / "lake"
+    with engine_for(pg_dsn, lake, partitioned_tables=["public.odd"]) as engine:
+        engine.run(drop=False)
+        with psycopg.connect(pg_dsn, autocommit=True) as conn:
+            conn.execute("UPDATE odd_old SET v = 42 WHERE tsarchive_row = 1")  # `t` and the row count stay the same
+        assert not engine.run().failed
+    job = ledger_jobs(pg_dsn)[0]
+    assert job.state == JobState.DROPPED and job.attempts == 2
+    assert sorted(r["v"] for r in pq.read_table(lake / job.lake_paths[0]).to_pylist()) == [2, 42]
