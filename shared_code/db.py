@@ -57,6 +57,12 @@ def relation_sql(schema: str, name: str) -> str:
     return '"' + schema.replace('"', '""') + '"."' + name.replace('"', '""') + '"'
 
 
+def serializes_transactions(conn: psycopg.Connection) -> bool:
+    """True for single-process builds (PGlite/WASM) where concurrent transactions block each other."""
+    row = conn.execute("SELECT version()").fetchone()
+    return bool(row and "emscripten" in str(row[0]).lower())
+
+
 def has_timescaledb(conn: psycopg.Connection) -> bool:
     return conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'").fetchone() is not None
 

@@ -113,6 +113,8 @@ class Engine:
         conn_string = settings.lake_connection_string.get_secret_value() if settings.lake_connection_string else None
         self.lake = lake or Lake(settings.lake_url, conn_string, settings.lake_client_id)
         self._migrated = False
+        # The WASM TimescaleDB build runs one transaction at a time, so a second snapshot-sharing scan would wait forever.
+        self.parallel_fingerprint = settings.parallel_fingerprint and not db.serializes_transactions(self.conn)
 
     def close(self) -> None:
         self.conn.close()
@@ -326,7 +328,8 @@ class Engine:
 
         s = self.settings
         meta = {PARQUET_KEY: manifest.embedded()}
-        with open_snapshot(s.database_dsn(), job.chunk_schema, job.chunk_name, plans, s.batch_size_bytes, meta) as snap:
+        with open_snapshot(s.database_dsn(), job.chunk_schema, job.chunk_name, plans, s.batch_size_bytes, meta,
+                           parallel_fingerprint=self.parallel_fingerprint) as snap:
             state: dict[str, Any] = {"writer": None, "sink": None, "path": None, "rows": 0, "groups": 0}
 
             def open_part() -> None:
@@ -376,7 +379,7 @@ class Engine:
                 open_part()  # an empty chunk still gets one (empty) file with its schema
             if state["writer"] is not None:
                 close_part()
-            return snap.fingerprint, snap.schema
+            return snap.fingerprint(), snap.schema
 
     def _verify_file(self, path: str, entry: FileEntry, schema, pq) -> None:
         """Read back: size, SHA-256, footer row count, schema and embedded manifest."""

@@ -5,7 +5,8 @@ Rows never become Python objects: ADBC decodes COPY binary into Arrow, and fix-u
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -22,11 +23,41 @@ INT32_MAX = 2_147_483_647
 
 @dataclass
 class Snapshot:
-    """The consistent view an extraction reads: the fingerprint and a batch stream from the same snapshot."""
+    """The consistent view an extraction reads: a batch stream and, from the same snapshot, the fingerprint."""
 
-    fingerprint: Fingerprint
     schema: pa.Schema
     batches: Iterator[pa.RecordBatch]
+    _fingerprint: Callable[[], Fingerprint]
+
+    def fingerprint(self) -> Fingerprint:
+        """Row count and content hash of the snapshot (waits for the parallel scan if there is one)."""
+        return self._fingerprint()
+
+
+def _check_fingerprint(fp: Fingerprint) -> Fingerprint:
+    if fp.multidim_columns:
+        names = ", ".join(sorted(fp.multidim_columns))
+        raise UnsupportedTypeError(
+            f"column(s) {names} hold multi-dimensional arrays, which Parquet lists cannot represent faithfully. "
+            "Store them as 1-D arrays or jsonb, then rerun."
+        )
+    return fp
+
+
+def _fingerprint_in_snapshot(dsn: str, snapshot_id: str, rel: str, plans: list[ColumnPlan]) -> Fingerprint:
+    """The fingerprint scan on a second connection that imports the extraction's snapshot, so both run at once."""
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(dsn, autocommit=True, prepare_threshold=None) as conn:
+        for setting, value in SESSION_SETTINGS.items():
+            conn.execute(sql.SQL("SET {} = {}").format(sql.Identifier(setting), sql.Literal(value)))
+        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot_id)))
+        row = conn.execute(fingerprint_sql(rel, plans)).fetchone()
+        conn.execute("COMMIT")
+    assert row is not None
+    return parse_fingerprint(tuple(row), plans)
 
 
 def _select_sql(rel: str, plans: list[ColumnPlan], infinite: frozenset[str]) -> str:
@@ -98,8 +129,12 @@ def convert_batch(batch: pa.RecordBatch, plans: list[ColumnPlan], schema: pa.Sch
 
 @contextmanager
 def open_snapshot(dsn: str, schema: str, name: str, plans: list[ColumnPlan], batch_size_bytes: int,
-                  meta: dict[bytes, bytes]) -> Iterator[Snapshot]:
-    """Open a REPEATABLE READ snapshot; fingerprint and stream the chunk from it."""
+                  meta: dict[bytes, bytes], parallel_fingerprint: bool = True) -> Iterator[Snapshot]:
+    """Open a REPEATABLE READ snapshot; stream the chunk from it and fingerprint the same snapshot.
+
+    With parallel_fingerprint the fingerprint scan runs at the same time on a second connection that imports the
+    snapshot (pg_export_snapshot); otherwise it runs first, on the same connection.
+    """
     import adbc_driver_postgresql.dbapi as adbc
 
     rel = relation_sql(schema, name)
@@ -108,32 +143,47 @@ def open_snapshot(dsn: str, schema: str, name: str, plans: list[ColumnPlan], bat
     except Exception as error:  # ADBC raises driver-specific classes
         raise ArchiverError(f"cannot open an extraction connection: {str(error).splitlines()[0]}") from None
     cursor = conn.cursor()
+    pool: ThreadPoolExecutor | None = None
+    pending: Future[Fingerprint] | None = None
     try:
         for setting, value in SESSION_SETTINGS.items():
             cursor.execute(f"SET {setting} = '{value}'")
         cursor.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        cursor.execute(fingerprint_sql(rel, plans))
-        row = cursor.fetchone()
-        assert row is not None
-        fp = parse_fingerprint(tuple(row), plans)
-        if fp.multidim_columns:
-            names = ", ".join(sorted(fp.multidim_columns))
-            raise UnsupportedTypeError(
-                f"column(s) {names} hold multi-dimensional arrays, which Parquet lists cannot represent faithfully. "
-                "Store them as 1-D arrays or jsonb, then rerun."
-            )
+        if parallel_fingerprint:
+            cursor.execute("SELECT pg_export_snapshot()")
+            snapshot_row = cursor.fetchone()
+            assert snapshot_row is not None
+            pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tsarchive-fingerprint")
+            pending = pool.submit(_fingerprint_in_snapshot, dsn, str(snapshot_row[0]), rel, plans)
+            # Not known yet which columns hold infinities: select the flags of every column that could.
+            infinite = frozenset(p.name for p in plans if p.check_infinite)
+            fingerprint: Callable[[], Fingerprint] = lambda: _check_fingerprint(pending.result())  # noqa: E731
+        else:
+            cursor.execute(fingerprint_sql(rel, plans))
+            row = cursor.fetchone()
+            assert row is not None
+            first = _check_fingerprint(parse_fingerprint(tuple(row), plans))
+            infinite = first.infinite_columns
+            fingerprint = lambda: first  # noqa: E731
         cursor.adbc_statement.set_options(**{"adbc.postgresql.batch_size_hint_bytes": str(batch_size_bytes)})
-        cursor.execute(_select_sql(rel, plans, fp.infinite_columns))
+        cursor.execute(_select_sql(rel, plans, infinite))
         reader = cursor.fetch_record_batch()
         out_schema = output_schema(reader.schema, plans, meta)
 
         def batches() -> Iterator[pa.RecordBatch]:
             for batch in reader:
                 if batch.num_rows:
-                    yield convert_batch(batch, plans, out_schema, fp.infinite_columns)
+                    yield convert_batch(batch, plans, out_schema, infinite)
 
-        yield Snapshot(fingerprint=fp, schema=out_schema, batches=batches())
+        yield Snapshot(schema=out_schema, batches=batches(), _fingerprint=fingerprint)
     finally:
+        if pending is not None:
+            try:
+                pending.result()  # the snapshot must stay exported until the scan has imported it
+            except Exception:  # noqa: BLE001 - reported through Snapshot.fingerprint(); here we only wait
+                pass
+        if pool is not None:
+            pool.shutdown(wait=True)
         try:
             cursor.close()
         finally:

@@ -69,6 +69,7 @@ class Settings(BaseSettings):
     max_file_bytes: int = Field(default=1024 * 1024 * 1024, ge=1024 * 1024)
     zstd_level: int = Field(default=3, ge=1, le=22)
     parallel_chunks: int = Field(default=1, ge=1, le=64)
+    parallel_fingerprint: bool = True
     max_attempts: int = Field(default=5, ge=1)
     retry_backoff_seconds: int = Field(default=30, ge=1)
     lock_timeout_ms: int = Field(default=5_000, ge=1)
