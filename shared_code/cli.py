@@ -189,7 +189,7 @@ def jobs(state: list[str] = typer.Option(None, "--state", help="Filter by state 
         _fail(f"unknown state {', '.join(bad)}; use one of {', '.join(sorted(valid))}")
     with _engine() as engine:
         _guard(engine.init)
-        found = engine.ledger.jobs(state or None, table=hypertable, limit=limit, offset=offset)
+        found = _guard(lambda: engine.ledger.jobs(state or None, table=hypertable, limit=limit, offset=offset))
     if as_json:
         _print_json([j.as_dict() for j in found])
         return

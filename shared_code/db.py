@@ -21,6 +21,8 @@ SESSION_SETTINGS = {
     "extra_float_digits": "3",
     "bytea_output": "hex",
     "client_min_messages": "warning",
+    # Reading a compressed chunk directly must see its compressed rows (a placeholder GUC without TimescaleDB).
+    "timescaledb.enable_transparent_decompression": "on",
 }
 
 
@@ -37,7 +39,8 @@ def redact(dsn: str) -> str:
 def connect(dsn: str) -> psycopg.Connection:
     """Autocommit connection with fixed session settings; a clear error if unreachable."""
     try:
-        # No server-side prepared statements: they break behind transaction poolers (PgBouncer) and shared backends.
+        # No server-side prepared statements: they collide on shared backends. Claims are session advisory locks,
+        # so connect directly or through a session-mode pooler, never a transaction-mode one.
         conn = psycopg.connect(dsn, autocommit=True, connect_timeout=10, prepare_threshold=None)
     except psycopg.OperationalError as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
@@ -155,6 +158,9 @@ def aggregate_guards(conn: psycopg.Connection, table: Hypertable) -> list[Aggreg
         (table.schema, table.name),
     ).fetchall()
     guards = []
+    if table.time_type in _INTEGER_TYPES:
+        return [AggregateGuard(name=name, refresh_start=None, has_policy=config is not None, watermark=None)
+                for name, _, config in rows]
     for name, mat_id, config in rows:
         refresh_start = None
         if config is not None and config.get("start_offset") is not None:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import psycopg
 from psycopg import errors as pgerrors
 from psycopg import sql
 
@@ -96,8 +97,11 @@ def retry_delay(settings: Settings, attempts: int) -> timedelta:
 
 
 def _first_line(error: BaseException) -> str:
+    """One readable line; for PostgreSQL errors with the server's DETAIL (e.g. which objects depend on a table)."""
     text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
+    line = text.splitlines()[0] if text else type(error).__name__
+    detail = getattr(getattr(error, "diag", None), "message_detail", None) if isinstance(error, psycopg.Error) else None
+    return f"{line} ({detail.splitlines()[0]})" if detail else line
 
 
 class Engine:
@@ -197,7 +201,7 @@ class Engine:
 
     # -- archive -------------------------------------------------------------------------------
     def _layout(self, job: Job) -> ChunkLayout:
-        return chunk_layout("", job.table_schema, job.table_name, job.chunk_name, job.range_start, job.range_end)
+        return chunk_layout("", job.table_schema, job.table_name, job.chunk_name, job.range_start, job.range_end, job.id)
 
     def _fail(self, job: Job, step: str, error: BaseException, started: float) -> StepResult:
         message = _first_line(error)
@@ -459,7 +463,9 @@ class Engine:
                 if entry.decision == Decision.DUE:
                     return None
                 return entry.reason or f"no longer due ({entry.decision})"
-        return None  # not in the catalog any more: the drop step handles a vanished chunk
+        if db.relation_exists(self.conn, job.chunk_schema, job.chunk_name):
+            return "not in the current plan (table excluded or no longer configured)"
+        return None  # gone from the catalog: the drop step records it as already dropped
 
     def drop(self, job_id: int, entries: list[PlanEntry] | None = None) -> StepResult:
         """Re-check the plan, the archive and the chunk, then drop it; re-archive first if the chunk changed."""
@@ -482,7 +488,7 @@ class Engine:
             for _ in range(MAX_REARCHIVES + 1):
                 try:
                     with telemetry.span("drop", job_id=job.id, table=job.table, chunk=name):
-                        result = self._drop_archived(job, started)
+                        result = self._drop_guarded(job, started)
                     if result.outcome == "done":
                         telemetry.chunks_dropped.add(1, {"table": job.table})
                         telemetry.step_duration.record(result.seconds, {"step": "drop", "table": job.table})
@@ -501,6 +507,23 @@ class Engine:
                     job = refreshed
             return StepResult(job.id, name, "drop", "failed",
                               f"chunk kept changing during {MAX_REARCHIVES} re-archives; will retry next run",
+                              seconds=time.monotonic() - started)
+
+    def _drop_guarded(self, job: Job, started: float) -> StepResult:
+        """_drop_archived, with any database or archiver error recorded on the job instead of raised."""
+        try:
+            return self._drop_archived(job, started)
+        except (SourceChangedError, VerificationError):
+            raise  # handled by the caller: re-archive
+        except (psycopg.Error, ArchiverError, OSError) as error:
+            message = _first_line(error)
+            try:
+                self.conn.execute(sql.SQL("UPDATE {}.jobs SET last_error = %s, updated_at = now() WHERE id = %s").format(
+                    sql.Identifier(self.settings.ledger_schema)), (f"drop: {message}", job.id))
+            except psycopg.Error:
+                pass
+            log.error("job %s drop failed: %s", job.id, message, extra={"job_id": job.id})
+            return StepResult(job.id, job.chunk.qualified_chunk, "drop", "failed", message,
                               seconds=time.monotonic() - started)
 
     def _drop_archived(self, job: Job, started: float) -> StepResult:
@@ -559,12 +582,26 @@ class Engine:
         for job in jobs:
             if table and table not in (job.table, job.table_name):
                 continue
-            if job.state == JobState.FAILED and job.attempts >= self.settings.max_attempts:
+            if job.state in (JobState.FAILED, JobState.ARCHIVING) and job.attempts >= self.settings.max_attempts:
+                if job.state == JobState.ARCHIVING and self.ledger.try_claim(job.id):  # its worker died, again
+                    try:
+                        self.ledger.transition(job.id, [JobState.ARCHIVING], JobState.FAILED, claimed_by_pid=None,
+                                               last_error=f"the worker died during {job.attempts} attempts; retry by hand")
+                    finally:
+                        self.ledger.release(job.id)
                 continue
             out.append(job)
         return sorted(out, key=lambda j: j.id)
 
     def process(self, job: Job, *, drop: bool, entries: list[PlanEntry] | None = None) -> list[StepResult]:
+        """Archive then drop one job; an unexpected error fails this job only, never the whole run."""
+        try:
+            return self._process(job, drop=drop, entries=entries)
+        except Exception as error:  # noqa: BLE001 - reported per job
+            log.error("job %s: %s", job.id, _first_line(error), extra={"job_id": job.id})
+            return [StepResult(job.id, job.chunk.qualified_chunk, "process", "failed", _first_line(error))]
+
+    def _process(self, job: Job, *, drop: bool, entries: list[PlanEntry] | None = None) -> list[StepResult]:
         results = []
         if job.state != JobState.ARCHIVED:
             result = self.archive(job.id)

@@ -51,7 +51,7 @@ def _fingerprint_in_snapshot(dsn: str, snapshot_id: str, rel: str, plans: list[C
 
     with psycopg.connect(dsn, autocommit=True, prepare_threshold=None) as conn:
         for setting, value in SESSION_SETTINGS.items():
-            conn.execute(sql.SQL("SET {} = {}").format(sql.Identifier(setting), sql.Literal(value)))
+            conn.execute(sql.SQL("SET {} = {}").format(sql.SQL(setting), sql.Literal(value)))
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot_id)))
         row = conn.execute(fingerprint_sql(rel, plans)).fetchone()

@@ -1,10 +1,12 @@
 """Lake path layout: deterministic, Hive-style, safe for odd names, never hidden by readers.
 
-Data:      <prefix>/<schema>.<table>/year=YYYY/month=MM/<from>_<to>-<chunk>[-pNNN].parquet
-Manifest:  <prefix>/<schema>.<table>/year=YYYY/month=MM/_<from>_<to>-<chunk>.manifest.json
+Data:      <prefix>/<schema>.<table>/year=YYYY/month=MM/<from>_<to>-<chunk>-j<job>[-pNNN].parquet
+Manifest:  <prefix>/<schema>.<table>/year=YYYY/month=MM/_<from>_<to>-<chunk>-j<job>.manifest.json
 Temporary: <prefix>/<schema>.<table>/_tmp/<token>-<file name>
 Superseded:<prefix>/<schema>.<table>/_superseded/<stamp>/<file name>
 Integer-time chunks use `range=<from>_<to>` instead of year/month.
+The ledger job id keeps names unique when a partition name comes back (recreated for late rows) or repeats across
+schemas: a later job never replaces or hides an earlier job's files; re-archiving one job replaces its own.
 """
 
 from __future__ import annotations
@@ -80,6 +82,7 @@ def chunk_layout(
     chunk_name: str,
     range_start: datetime | int | None,
     range_end: datetime | int | None,
+    job_id: int | None = None,
 ) -> ChunkLayout:
     """Build the deterministic layout of one chunk."""
     table_dir = f"{escape(table_schema)}.{escape(table_name)}"
@@ -99,4 +102,5 @@ def chunk_layout(
         partition_dir = f"{table_dir}/range={escape(lo)}_{escape(hi)}"
     else:
         raise LayoutError(f"chunk {chunk_name!r} has no range; cannot place it in the lake")
-    return ChunkLayout(table_dir=table_dir, partition_dir=partition_dir, base_name=f"{lo}_{hi}-{chunk}")
+    suffix = f"-j{job_id}" if job_id is not None else ""
+    return ChunkLayout(table_dir=table_dir, partition_dir=partition_dir, base_name=f"{lo}_{hi}-{chunk}{suffix}")

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
 from psycopg import sql
 
 from . import db
@@ -23,7 +24,7 @@ from .manifest import Manifest
 from .typemap import quote_ident
 
 RESTORE_SCHEMA = "archiver_restore"
-_INFINITE_TYPES = ("timestamp", "date")
+COMMENT_PREFIX = "tsarchive restore of job"
 
 
 @dataclass
@@ -63,10 +64,9 @@ def _prepare(batch, columns: list[dict[str, str]]):
 
     arrays, names = [], []
     for field, column in zip(batch.schema, batch.columns, strict=True):
-        pg_type = next(c["pg_type"] for c in columns if c["name"] == field.name)
         if isinstance(column.type, pa.ExtensionType):
             column = column.storage
-        if pg_type.startswith(_INFINITE_TYPES) and not pg_type.endswith("[]"):
+        if pa.types.is_timestamp(column.type) or pa.types.is_date32(column.type):
             is_date = pa.types.is_date32(column.type)
             storage = pa.int32() if is_date else pa.int64()
             top = 2_147_483_647 if is_date else 9_223_372_036_854_775_807
@@ -95,7 +95,17 @@ def _select_expr(column: dict[str, str], staged_type: str, has_flag: bool) -> st
 
 
 def restore(engine: Engine, job_id: int, target: str | None = None, replace: bool = False) -> RestoreResult:
-    """Re-read and check the archive, load it into a new table, verify its content hash."""
+    """Re-read and check the archive, load it into a new table, verify its content hash, then publish the table."""
+    try:
+        return _restore(engine, job_id, target, replace)
+    except (ArchiverError, psycopg.Error):
+        raise
+    except Exception as error:  # noqa: BLE001 - lake, Parquet and ADBC errors become one readable message
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ArchiverError(f"restore of job {job_id} failed: {first}") from None
+
+
+def _restore(engine: Engine, job_id: int, target: str | None, replace: bool) -> RestoreResult:
     started = time.monotonic()
     engine.init()
     job = engine.ledger.get(job_id)
@@ -112,24 +122,41 @@ def restore(engine: Engine, job_id: int, target: str | None = None, replace: boo
     if db.relation_exists(conn, schema, name):
         if not replace:
             raise ArchiverError(f"{schema}.{name} already exists; pass --replace to overwrite it or --target to choose another")
-        conn.execute(sql.SQL("DROP TABLE {}").format(db.relation(schema, name)))
+        comment = conn.execute("SELECT obj_description(%s::regclass, 'pg_class')",
+                               (db.relation_sql(schema, name),)).fetchone()
+        if not comment or not str(comment[0] or "").startswith(COMMENT_PREFIX):
+            raise ArchiverError(f"{schema}.{name} was not created by `tsarchive restore`; --replace only overwrites "
+                                "tables restore created. Choose another --target.")
+    loading = f"{name[:40]}__loading_{job_id}"
     stage = f"__stage_{job_id}_{int(time.time())}"
     columns = manifest.columns
     definition = ", ".join(f"{quote_ident(c['name'])} {c['pg_type']}" for c in columns)
     conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
-    conn.execute(f"CREATE TABLE {db.relation_sql(schema, name)} ({definition})")
+    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(db.relation(schema, loading)))
+    conn.execute(f"CREATE TABLE {db.relation_sql(schema, loading)} ({definition})")
     try:
         staged = _stage(engine, job.lake_paths, columns, schema, stage)
         if staged:  # an empty chunk restores to an empty table
             exprs = ", ".join(_select_expr(c, staged.get(c["name"], ""), _flag(c["name"]) in staged) for c in columns)
-            conn.execute(f"INSERT INTO {db.relation_sql(schema, name)} SELECT {exprs} FROM {db.relation_sql(schema, stage)} s")
-    except Exception:
-        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(db.relation(schema, name)))
+            conn.execute(f"INSERT INTO {db.relation_sql(schema, loading)} SELECT {exprs} "
+                         f"FROM {db.relation_sql(schema, stage)} s")
+        fp = db.fingerprint(conn, schema, loading, [], [c["name"] for c in columns])
+    except BaseException:
+        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(db.relation(schema, loading)))
         raise
     finally:
         conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(db.relation(schema, stage)))
-    fp = db.fingerprint(conn, schema, name, [], [c["name"] for c in columns])
-    return RestoreResult(job_id=job_id, target=f"{schema}.{name}", rows=fp.rows, verified=fp.token == manifest.content_hash,
+    if fp.token != manifest.content_hash:
+        raise VerificationError(
+            f"restored rows of job {job_id} differ from the archive (content hash {fp.token}, archived "
+            f"{manifest.content_hash}); they were left in {schema}.{loading} for inspection"
+        )
+    with conn.transaction():  # publish: the old table (if replacing) and the new one swap atomically
+        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(db.relation(schema, name)))
+        conn.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(db.relation(schema, loading), sql.Identifier(name)))
+        conn.execute(sql.SQL("COMMENT ON TABLE {} IS {}").format(
+            db.relation(schema, name), sql.Literal(f"{COMMENT_PREFIX} {job_id} ({manifest.chunk_schema}.{manifest.chunk_name})")))
+    return RestoreResult(job_id=job_id, target=f"{schema}.{name}", rows=fp.rows, verified=True,
                          content_hash=fp.token, expected_hash=manifest.content_hash, seconds=time.monotonic() - started)
 
 

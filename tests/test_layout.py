@@ -50,3 +50,10 @@ def test_integer_ranges():
 def test_empty_name_rejected():
     with pytest.raises(LayoutError):
         escape("")
+
+
+def test_job_id_keeps_names_unique():
+    args = ("", "s", "t", "c", datetime(2023, 1, 1, tzinfo=UTC), datetime(2023, 2, 1, tzinfo=UTC))
+    first, second = chunk_layout(*args, job_id=1), chunk_layout(*args, job_id=2)
+    assert first.data_file(0, 1).endswith("-c-j1.parquet") and first.data_file(0, 1) != second.data_file(0, 1)
+    assert not first.is_part_of(second.data_file(0, 1))

@@ -89,3 +89,14 @@ def test_restore_cli(dropped_typed_chunk):
 
 # Not run against the TimescaleDB test server: its wire-protocol shim has no COPY FROM STDIN, which ADBC ingest uses
 # (it drops the connection). The restored table is a plain table, so PostgreSQL 15 exercises the same path.
+
+
+def test_replace_only_overwrites_tables_restore_created(dropped_typed_chunk):
+    case = dropped_typed_chunk
+    with psycopg.connect(case["dsn"], autocommit=True) as conn:
+        conn.execute("CREATE TABLE public.precious (x int)")
+    with engine_for(case["dsn"], case["lake"], partitioned_tables=["public.typed"]) as engine, \
+            pytest.raises(ArchiverError, match="not created by `tsarchive restore`"):
+        restore(engine, case["job"].id, target="public.precious", replace=True)
+    with psycopg.connect(case["dsn"], autocommit=True) as conn:
+        assert conn.execute("SELECT to_regclass('public.precious')").fetchone()[0] is not None

@@ -197,3 +197,68 @@ def test_change_detection_sees_every_column_whatever_the_names(pg_dsn, tmp_path)
     job = ledger_jobs(pg_dsn)[0]
     assert job.state == JobState.DROPPED and job.attempts == 2
     assert sorted(r["v"] for r in pq.read_table(lake / job.lake_paths[0]).to_pylist()) == [2, 42]
+
+
+def test_drop_error_fails_that_job_only(pg_dsn, tmp_path):
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        make_monthly_partitions(conn, months_back=26)
+        due = due_partitions(conn, PARENT)
+        conn.execute(f"CREATE VIEW audit_view AS SELECT * FROM {due[0]}")  # DROP TABLE of that partition must fail
+    with engine_for(pg_dsn, tmp_path / "lake", partitioned_tables=[PARENT]) as engine:
+        report = engine.run()
+    (failed,) = report.failed
+    assert failed.step == "drop" and "audit_view" in failed.detail
+    jobs = {j.chunk_name: j for j in ledger_jobs(pg_dsn)}
+    assert jobs[due[0]].state == JobState.ARCHIVED and "drop:" in jobs[due[0]].last_error
+    assert all(jobs[name].state == JobState.DROPPED for name in due[1:])
+
+
+def test_archived_chunk_of_an_excluded_table_is_kept(pg_dsn, tmp_path):
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        make_monthly_partitions(conn, months_back=25)
+        due = due_partitions(conn, PARENT)
+    lake = tmp_path / "lake"
+    with engine_for(pg_dsn, lake, partitioned_tables=[PARENT]) as engine:
+        engine.run(drop=False)
+    with engine_for(pg_dsn, lake, partitioned_tables=[]) as engine:  # the table is no longer configured
+        report = engine.run()
+    assert {s.outcome for s in report.steps if s.step == "drop"} == {"skipped"}
+    jobs = ledger_jobs(pg_dsn)
+    assert all(j.state == JobState.ARCHIVED and "not in the current plan" in j.reason for j in jobs)
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        assert all(conn.execute("SELECT to_regclass(%s)", (f"public.{n}",)).fetchone()[0] for n in due)
+
+
+def test_a_job_whose_worker_keeps_dying_is_capped(pg_dsn, tmp_path):
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        make_monthly_partitions(conn, months_back=25)
+    with engine_for(pg_dsn, tmp_path / "lake", partitioned_tables=[PARENT], max_attempts=3) as engine:
+        job = engine.record_plan(engine.plan())[0]
+        engine.ledger.transition(job.id, [JobState.PLANNED], JobState.ARCHIVING, attempts=3)  # three crashed workers
+        assert job.id not in {j.id for j in engine.runnable_jobs()}
+        capped = engine.ledger.get(job.id)
+    assert capped.state == JobState.FAILED and "died during 3 attempts" in capped.last_error
+
+
+def test_a_recreated_partition_never_hides_the_earlier_archive(pg_dsn, tmp_path):
+    """A partition dropped after archiving, then recreated under the same name for late rows, gets its own files."""
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        make_monthly_partitions(conn, months_back=25)
+        target = due_partitions(conn, PARENT)[0]
+        bounds = conn.execute("SELECT pg_get_expr(relpartbound, oid) FROM pg_class WHERE relname = %s", (target,)).fetchone()[0]
+    lake = tmp_path / "lake"
+    with engine_for(pg_dsn, lake, partitioned_tables=[PARENT]) as engine:
+        assert not engine.run().failed
+        with psycopg.connect(pg_dsn, autocommit=True) as conn:
+            conn.execute(f"CREATE TABLE {target} PARTITION OF {PARENT} {bounds}")
+            conn.execute(f"INSERT INTO {target} SELECT lower_ts, 7, 7.0, 'late' FROM (SELECT (regexp_match(%s, "
+                         "'FROM \\(''([^'']+)''\\)'))[1]::timestamptz AS lower_ts) s", (bounds,))
+        assert not engine.run().failed
+        verify = engine.verify()
+    jobs = [j for j in ledger_jobs(pg_dsn) if j.chunk_name == target]
+    assert len(jobs) == 2 and all(j.state == JobState.DROPPED for j in jobs)
+    assert all(r.outcome == "done" for r in verify)  # the first job's files are intact
+    files = [p for p in visible_files(lake) if f"-j{jobs[0].id}" in p.name or f"-j{jobs[1].id}" in p.name]
+    assert len(files) == 2
+    rows = sum(pq.read_metadata(f).num_rows for f in files)
+    assert rows == 50 + 1

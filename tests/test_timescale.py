@@ -160,3 +160,23 @@ def test_archived_chunk_is_kept_when_a_cagg_starts_needing_it(tsdb, tmp_path):
     with tsdb.connect() as conn:
         left = set(_all_chunks(conn, tsdb.schema, "raw"))
     assert {j.chunk_name for j in jobs} <= left
+
+
+def test_integer_hypertable_with_a_continuous_aggregate_is_kept(tsdb, tmp_path):
+    with tsdb.connect() as conn:
+        conn.execute(f"CREATE TABLE {tsdb.schema}.ticks (t bigint NOT NULL, v int)")
+        conn.execute(f"SELECT create_hypertable('{tsdb.schema}.ticks', by_range('t', 1000))")
+        conn.execute(f"CREATE FUNCTION {tsdb.schema}.ticks_now() RETURNS bigint LANGUAGE sql STABLE AS "
+                     f"'SELECT coalesce(max(t), 0) FROM {tsdb.schema}.ticks'")
+        conn.execute(f"SELECT set_integer_now_func('{tsdb.schema}.ticks', '{tsdb.schema}.ticks_now')")
+        conn.execute(f"INSERT INTO {tsdb.schema}.ticks SELECT g, g FROM generate_series(0, 9999) g")
+        conn.execute(f"CREATE MATERIALIZED VIEW {tsdb.schema}.per_k WITH (timescaledb.continuous) AS "
+                     f"SELECT time_bucket(1000, t) AS k, sum(v) FROM {tsdb.schema}.ticks GROUP BY 1 WITH NO DATA")
+    common = {"include": [f"{tsdb.schema}.*"], "ledger_schema": tsdb.ledger,
+              "integer_retention": {f"{tsdb.schema}.ticks": 5000}}
+    with engine_for(tsdb.dsn, tmp_path / "lake", **common) as engine:
+        entries = [e for e in engine.plan() if e.chunk.table_name == "ticks" and e.decision != Decision.HOT]
+        assert entries and all(e.decision == Decision.BLOCKED and "integer-time" in e.reason for e in entries)
+        assert not engine.run().failed
+    with tsdb.connect() as conn:
+        assert conn.execute(f"SELECT min(t) FROM {tsdb.schema}.ticks").fetchone()[0] == 0
