@@ -82,7 +82,7 @@ class Settings(BaseSettings):
     confirmations_queue: str = Field(default="archive-confirmations", pattern=_QUEUE)
     poison_queue: str = Field(default="archive-poison", pattern=_QUEUE)
     schedule: str = Field(default="0 0 2 * * *", pattern=r"^\S+( \S+){5}$")
-    requeue_after_minutes: int = Field(default=60, ge=1)
+    requeue_after_minutes: int = Field(default=90, ge=1)  # longer than host.json functionTimeout
 
     @field_validator("include", "exclude", "partitioned_tables", mode="before")
     @classmethod

@@ -188,6 +188,7 @@ def test_timeouts_consistent_with_host_json():
     main = (INFRA / "main.bicep").read_text()
     requeue = int(re.search(r"ARCHIVER_REQUEUE_AFTER_MINUTES: '(\d+)'", main).group(1))
     assert requeue > timeout  # a job still running is never re-sent
+    assert Settings.model_fields["requeue_after_minutes"].default > timeout
 
 
 def test_function_app_is_flex_python_311_with_user_identity(parsed):
