@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable
-from datetime import datetime
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
 from typing import Any
+from uuid import UUID
 
 import typer
 
@@ -241,6 +244,52 @@ def restore(job: int = typer.Argument(..., help="Job id (see `tsarchive jobs --s
                    f"differs from the archive's {result.expected_hash}", err=True)
     if not result.verified:
         raise typer.Exit(1)
+
+
+@app.command()
+def query(sql_text: str = typer.Argument(..., metavar="SQL", help="One DuckDB SQL statement."),
+          as_json: bool = JsonOpt, as_csv: bool = typer.Option(False, "--csv", help="Print CSV.")) -> None:
+    """Query the archive with DuckDB, without the database: each archived table is a view named schema.table."""
+    from .errors import ArchiverError
+    from .lake import Lake
+    from .query import run_query
+    from .settings import load_settings
+
+    try:
+        settings = load_settings(database_url=os.environ.get("ARCHIVER_DATABASE_URL") or "postgresql:///unused")
+        conn_string = settings.lake_connection_string.get_secret_value() if settings.lake_connection_string else None
+        lake = Lake(settings.lake_url, conn_string, settings.lake_client_id)
+        columns, rows = run_query(lake, sql_text, conn_string)
+    except ArchiverError as error:
+        _fail(str(error))
+    if as_json:
+        _print_json([dict(zip(columns, (_plain(v) for v in row), strict=True)) for row in rows])
+    elif as_csv:
+        import csv
+
+        out = csv.writer(sys.stdout, lineterminator="\n")
+        out.writerow(columns)
+        out.writerows([_plain(v) for v in row] for row in rows)
+    else:
+        from rich.table import Table
+
+        table = Table(title=f"{len(rows)} row(s)")
+        for column in columns:
+            table.add_column(column)
+        for row in rows:
+            table.add_row(*("NULL" if v is None else str(_plain(v)) for v in row))
+        _console().print(table)
+
+
+def _plain(value: Any) -> Any:
+    """A JSON/CSV-friendly form of a DuckDB value."""
+    if isinstance(value, datetime | date | time):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, Decimal | UUID | timedelta):
+        return str(value)
+    return value
 
 
 def main() -> None:

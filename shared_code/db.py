@@ -142,8 +142,8 @@ def integer_now(conn: psycopg.Connection, func: str) -> int:
     return int(row[0])
 
 
-def aggregate_guards(conn: psycopg.Connection, table: Hypertable) -> list[AggregateGuard]:
-    """Continuous aggregates on this hypertable, with their refresh window and watermark."""
+def aggregate_guards(conn: psycopg.Connection, table: Hypertable, now: datetime) -> list[AggregateGuard]:
+    """Continuous aggregates on this hypertable, with their refresh window (from the injected `now`) and watermark."""
     rows = conn.execute(
         """
         SELECT format('%%I.%%I', ca.view_schema, ca.view_name), h.id,
@@ -164,7 +164,7 @@ def aggregate_guards(conn: psycopg.Connection, table: Hypertable) -> list[Aggreg
     for name, mat_id, config in rows:
         refresh_start = None
         if config is not None and config.get("start_offset") is not None:
-            row = conn.execute("SELECT now() - %s::interval", (str(config["start_offset"]),)).fetchone()
+            row = conn.execute("SELECT %s::timestamptz - %s::interval", (now, str(config["start_offset"]))).fetchone()
             refresh_start = row[0] if row else None
         mark = conn.execute(
             """
@@ -355,3 +355,26 @@ def fingerprint(conn: psycopg.Connection, schema: str, name: str, plans: list[Co
     if row is None:
         raise ArchiverError(f"could not fingerprint {schema}.{name}")
     return parse_fingerprint(row, plans)
+
+
+def time_column(conn: psycopg.Connection, kind: str, schema: str, name: str) -> tuple[str, str]:
+    """The column rows are partitioned by in the lake (the primary dimension, or the partition key) and its type."""
+    if kind == "partition":
+        row = conn.execute(
+            """
+            SELECT a.attname, format_type(a.atttypid, a.atttypmod)
+            FROM pg_partitioned_table p JOIN pg_attribute a ON a.attrelid = p.partrelid AND a.attnum = p.partattrs[0]
+            WHERE p.partrelid = %s::regclass
+            """,
+            (relation_sql(schema, name),),
+        ).fetchone()
+    else:
+        row = conn.execute(
+            "SELECT column_name::text, column_type::text FROM timescaledb_information.dimensions "
+            "WHERE hypertable_schema = %s AND hypertable_name = %s AND dimension_number = 1",
+            (schema, name),
+        ).fetchone()
+    if row is None:
+        raise ArchiverError(f"cannot find the time column of {schema}.{name}; is it still a hypertable or "
+                            "partitioned table?")
+    return str(row[0]), str(row[1])

@@ -16,6 +16,8 @@ from psycopg import errors as pgerrors
 from psycopg import sql
 
 from . import db, telemetry
+from .archive_writer import ChunkFileWriter
+from .delta_table import ArchiveTable
 from .errors import (
     ArchiverError,
     JobStateError,
@@ -28,6 +30,7 @@ from .lake import Lake
 from .layout import ChunkLayout, chunk_layout
 from .ledger import Job, JobState, Ledger
 from .manifest import PARQUET_KEY, FileEntry, Manifest, new_manifest
+from .partitioning import PartitionSpec, month_keys
 from .planning import Decision, PlanEntry, TablePolicy, cutoff_for, plan, table_selected
 from .settings import Settings
 from .typemap import ColumnPlan, plan_columns, schema_fingerprint
@@ -166,7 +169,7 @@ class Engine:
                         cutoff = db.integer_now(self.conn, table.integer_now_func) - span
                 else:
                     cutoff = older_than or cutoff_for(name, now, s.retention_days, s.retention_overrides)
-                policies[name] = TablePolicy(cutoff=cutoff, skip_reason=skip, guards=db.aggregate_guards(self.conn, table))
+                policies[name] = TablePolicy(cutoff=cutoff, skip_reason=skip, guards=db.aggregate_guards(self.conn, table, now))
                 chunks.extend(db.hypertable_chunks(self.conn, table))
         for qualified in s.partitioned_tables:
             table = db.partitioned_table(self.conn, qualified)
@@ -201,7 +204,10 @@ class Engine:
 
     # -- archive -------------------------------------------------------------------------------
     def _layout(self, job: Job) -> ChunkLayout:
-        return chunk_layout("", job.table_schema, job.table_name, job.chunk_name, job.range_start, job.range_end, job.id)
+        """Where a job's files go; ARCHIVER_LAKE_TABLE_NAMES can point a source table at another lake table."""
+        target = self.settings.lake_table_names.get(job.table)
+        schema, name = target.split(".", 1) if target else (job.table_schema, job.table_name)
+        return chunk_layout("", schema, name, job.chunk_name, job.range_start, job.range_end, job.id)
 
     def _fail(self, job: Job, step: str, error: BaseException, started: float) -> StepResult:
         message = _first_line(error)
@@ -256,8 +262,7 @@ class Engine:
             return result
 
     def _archive_claimed(self, job: Job, started: float) -> StepResult:
-        import pyarrow.parquet as pq
-
+        """Extract -> files per partition -> verify -> publish -> one Delta commit -> manifest -> ledger."""
         s = self.settings
         if not db.relation_exists(self.conn, job.chunk_schema, job.chunk_name):
             raise ArchiverError(f"{job.chunk.qualified_chunk} no longer exists; it was dropped outside the archiver "
@@ -266,160 +271,136 @@ class Engine:
         plans = plan_columns(columns, unsupported_as_text=s.unsupported_as_text)
         fingerprint_schema = schema_fingerprint(columns)
         layout = self._layout(job)
+        table = self._archive_table(job, layout, [c.name for c in columns])
         manifest = new_manifest(
             kind=str(job.kind), table_schema=job.table_schema, table_name=job.table_name,
             chunk_schema=job.chunk_schema, chunk_name=job.chunk_name, range_start=job.range_start,
             range_end=job.range_end, is_compressed=job.is_compressed,
             columns=[{"name": p.name, "pg_type": p.pg_type} for p in plans], schema_fingerprint=fingerprint_schema,
         )
-        self._remove_stale_temps(job, layout)
-        token = f"{job.id}-{job.attempts}-{uuid.uuid4().hex[:8]}"
-        temps: list[tuple[str, FileEntry]] = []
+        manifest.table_path, manifest.partition_columns, manifest.job_id = layout.table_dir, list(table.spec.columns), job.id
+        self._sweep_uncommitted(job, layout, table)
+        token = uuid.uuid4().hex[:8]
+        with telemetry.span("extract", job_id=job.id, chunk=job.chunk.qualified_chunk):
+            writer, fp = self._write_files(job, plans, layout, table.spec, manifest, token)
+        committed = False
         try:
-            with telemetry.span("extract", job_id=job.id, chunk=job.chunk.qualified_chunk):
-                fp, schema = self._write_parts(job, plans, layout, manifest, token, temps)
             crash_point("after_temp_write")
-            with telemetry.span("verify", job_id=job.id, files=len(temps)):
-                total = sum(entry.rows for _, entry in temps)
-                if total != fp.rows:
-                    raise VerificationError(f"extracted {total} rows but the snapshot holds {fp.rows}")
-                for temp, entry in temps:
-                    self._verify_file(temp, entry, schema, pq)
-            finals = [layout.data_file(i, len(temps)) for i in range(len(temps))]
-            with telemetry.span("publish", job_id=job.id, files=len(finals)):
-                self._publish(layout, temps, finals)
+            with telemetry.span("verify", job_id=job.id, files=len(writer.files)):
+                if writer.rows != fp.rows:
+                    raise VerificationError(f"extracted {writer.rows} rows but the snapshot holds {fp.rows}")
+                writer.verify()
+            with telemetry.span("publish", job_id=job.id, files=len(writer.files)):
+                table.evolve(writer.schema.remove_metadata())
+                data_files = writer.publish()
+                crash_point("before_commit")
+                previous = {p: size for p, size in table.active_files().items() if layout.is_job_file(p)}
+                commit = {
+                    "token": f"{job.id}-{token}", "job_id": job.id, "source_table": job.table,
+                    "source_chunk": job.chunk.qualified_chunk, "range_start": manifest.range_start,
+                    "range_end": manifest.range_end, "rows": fp.rows, "content_hash": fp.token,
+                    "files": [{"path": f.path, "rows": f.rows, "bytes": f.size, "sha256": f.sha256} for f in data_files],
+                    "replaces": sorted(previous), "tool": manifest.tool,
+                }
+                version = table.commit(data_files, previous, writer.schema.remove_metadata(), commit)
+                committed = True
         except BaseException:
-            for temp, _ in temps:
-                try:
-                    self.lake.delete(temp)
-                except OSError:
-                    pass
+            if not committed:
+                writer.abort()
             raise
-        crash_point("after_publish")
-        files = [FileEntry(final, e.rows, e.bytes, e.sha256, e.row_groups) for final, (_, e) in zip(finals, temps, strict=True)]
+        crash_point("after_commit")
+        for path in previous:  # replaced by this commit: no plain-Parquet reader may see them any more
+            self.lake.delete(layout.in_lake(path))
+        self.lake.delete_tree(writer.staging_dir)
+        files = [FileEntry(layout.in_lake(f.path), f.rows, f.size, f.sha256, w.row_groups)
+                 for f, w in zip(data_files, writer.files, strict=True)]
         manifest.files, manifest.rows, manifest.content_hash = files, fp.rows, fp.token
-        manifest.created_at = self.clock().isoformat()
-        manifest_temp = layout.temp_file(token, layout.manifest())
-        self.lake.write_bytes(manifest_temp, manifest.to_json().encode())
-        self.lake.move(manifest_temp, layout.manifest())
+        manifest.created_at, manifest.delta_version = self.clock().isoformat(), version
+        manifest_staging = f"{writer.staging_dir}-manifest.json"
+        self.lake.write_bytes(manifest_staging, manifest.to_json().encode())
+        self.lake.move(manifest_staging, layout.manifest())
         crash_point("after_manifest")
         nbytes = sum(f.bytes for f in files)
         job = self.ledger.transition(
             job.id, [JobState.ARCHIVING], JobState.ARCHIVED, lake_paths=[f.path for f in files],
             manifest_path=layout.manifest(), row_count=fp.rows, byte_count=nbytes,
-            checksums={f.path: f.sha256 for f in files}, content_hash=fp.token,
-            schema_fingerprint=fingerprint_schema, archived_at="now()", claimed_by_pid=None, next_attempt_at=None,
+            checksums={f.path: f.sha256 for f in files}, content_hash=fp.token, table_path=layout.table_dir,
+            delta_version=version, schema_fingerprint=fingerprint_schema, archived_at="now()", claimed_by_pid=None,
+            next_attempt_at=None,
         )
         crash_point("after_archived")
         self.progress("archived", job, {"rows": fp.rows, "bytes": nbytes})
-        log.info("job %s archived %s rows to %s", job.id, fp.rows, layout.partition_dir, extra={"job_id": job.id})
-        return StepResult(job.id, job.chunk.qualified_chunk, "archive", "done", f"{len(files)} file(s)",
-                          rows=fp.rows, bytes=nbytes, seconds=time.monotonic() - started)
+        log.info("job %s archived %s rows to %s (version %s)", job.id, fp.rows, layout.table_dir, version,
+                 extra={"job_id": job.id})
+        return StepResult(job.id, job.chunk.qualified_chunk, "archive", "done",
+                          f"{len(files)} file(s), table version {version}", rows=fp.rows, bytes=nbytes,
+                          seconds=time.monotonic() - started)
 
-    def _remove_stale_temps(self, job: Job, layout: ChunkLayout) -> None:
-        """Delete temporary files an earlier, crashed attempt of this job left; we hold the claim."""
-        temp_dir = layout.temp_file("x", "x").rsplit("/", 1)[0]
-        for path in self.lake.list_files(temp_dir):
-            if path.rsplit("/", 1)[-1].startswith(f"{job.id}-"):
+    def _archive_table(self, job: Job, layout: ChunkLayout, source_columns: list[str]) -> ArchiveTable:
+        time_name, time_type = db.time_column(self.conn, str(job.kind), job.table_schema, job.table_name)
+        spec = PartitionSpec.for_table(time_name, time_type, source_columns)
+        return ArchiveTable(self.lake, layout.table_dir, spec, checkpoint_interval=self.settings.delta_checkpoint_interval,
+                            source=job.table)
+
+    def _sweep_uncommitted(self, job: Job, layout: ChunkLayout, table: ArchiveTable) -> None:
+        """Remove what a crashed attempt of this job left: staging files, and visible files no commit holds.
+
+        Safe because this worker holds the job's claim: no other attempt of this job is writing.
+        """
+        for path in self.lake.list_files(layout.staging_root):
+            if path[len(layout.staging_root) + 1:].startswith(f"{job.id}-"):
                 self.lake.delete(path)
+        active = table.active_files()
+        for folder in self._partition_folders(job, table.spec):
+            for path in self.lake.list_files(f"{layout.table_dir}/{folder}"):
+                if layout.is_job_file(path) and layout.in_table(path) not in active:
+                    log.info("job %s: removing uncommitted file %s", job.id, path, extra={"job_id": job.id})
+                    self.lake.delete(path)
 
-    def _write_parts(self, job: Job, plans: list[ColumnPlan], layout: ChunkLayout, manifest: Manifest, token: str,
-                     temps: list[tuple[str, FileEntry]]):
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+    @staticmethod
+    def _partition_folders(job: Job, spec: PartitionSpec) -> list[str]:
+        """The folders a chunk's rows can land in (its months, or its integer range, and the null partition)."""
+        if spec.integer:
+            keys: list = [(job.range_start if isinstance(job.range_start, int) else None,)]
+        else:
+            keys = month_keys(job.range_start, job.range_end)
+        return [spec.folder(k) for k in keys] + [spec.folder((None,) * len(spec.columns))]
 
+    def _write_files(self, job: Job, plans: list[ColumnPlan], layout: ChunkLayout, spec: PartitionSpec,
+                     manifest: Manifest, token: str) -> tuple[ChunkFileWriter, Any]:
+        """Stream the chunk's snapshot into staged files, one or more per partition."""
         from .extract import open_snapshot
 
         s = self.settings
         meta = {PARQUET_KEY: manifest.embedded()}
         with open_snapshot(s.database_dsn(), job.chunk_schema, job.chunk_name, plans, s.batch_size_bytes, meta,
                            parallel_fingerprint=self.parallel_fingerprint) as snap:
-            state: dict[str, Any] = {"writer": None, "sink": None, "path": None, "rows": 0, "groups": 0}
-
-            def open_part() -> None:
-                path = layout.temp_file(token, f"part{len(temps) + (1 if state['writer'] else 0):03d}.parquet")
-                state["span"] = telemetry.tracer.start_span("tsarchive.write", attributes={"job_id": job.id, "path": path})
-                sink = self.lake.open_write(path)
-                state.update(sink=sink, path=path, rows=0, groups=0, writer=pq.ParquetWriter(
-                    sink, snap.schema, compression="zstd", compression_level=s.zstd_level, write_statistics=True,
-                    store_schema=True))
-
-            def close_part() -> None:
-                state["writer"].close()
-                sink = state["sink"]
-                sink.close()
-                temps.append((state["path"], FileEntry(state["path"], state["rows"], sink.size,
-                                                       sink.digest.hexdigest(), state["groups"])))
-                state["writer"] = None
-                state["span"].set_attribute("rows", state["rows"])
-                state["span"].set_attribute("bytes", sink.size)
-                state["span"].end()
-
-            def flush(buffer: list[pa.RecordBatch]) -> None:
-                if not buffer:
-                    return
-                if state["writer"] is None:
-                    open_part()
-                table = pa.Table.from_batches(buffer, schema=snap.schema)
-                state["writer"].write_table(table, row_group_size=s.row_group_rows)
-                state["rows"] += table.num_rows
-                state["groups"] += 1
-                if state["sink"].size >= s.max_file_bytes:
-                    close_part()
-
-            buffer: list[pa.RecordBatch] = []
-            buffered = 0
-            for batch in snap.batches:
-                while batch.num_rows:
-                    take = min(batch.num_rows, s.row_group_rows - buffered)
-                    buffer.append(batch.slice(0, take))
-                    buffered += take
-                    batch = batch.slice(take)
-                    if buffered >= s.row_group_rows:
-                        flush(buffer)
-                        buffer, buffered = [], 0
-            flush(buffer)
-            if state["writer"] is None and not temps:
-                open_part()  # an empty chunk still gets one (empty) file with its schema
-            if state["writer"] is not None:
-                close_part()
-            return snap.fingerprint(), snap.schema
-
-    def _verify_file(self, path: str, entry: FileEntry, schema, pq) -> None:
-        """Read back: size, SHA-256, footer row count, schema and embedded manifest."""
-        size = self.lake.size(path)
-        if size != entry.bytes:
-            raise VerificationError(f"{path}: {size} bytes in the lake, {entry.bytes} written")
-        digest = self.lake.sha256(path)
-        if digest != entry.sha256:
-            raise VerificationError(f"{path}: checksum {digest[:12]} in the lake, {entry.sha256[:12]} written")
-        with self.lake.open_read(path) as handle:
-            meta = pq.ParquetFile(handle).metadata
-            if meta.num_rows != entry.rows:
-                raise VerificationError(f"{path}: footer says {meta.num_rows} rows, {entry.rows} written")
-            if not meta.schema.to_arrow_schema().remove_metadata().equals(schema.remove_metadata()):
-                raise VerificationError(f"{path}: schema in the footer differs from the extracted schema")
-            if PARQUET_KEY not in (meta.metadata or {}):
-                raise VerificationError(f"{path}: embedded manifest missing")
-
-    def _publish(self, layout: ChunkLayout, temps: list[tuple[str, FileEntry]], finals: list[str]) -> None:
-        """Move earlier versions of this chunk's files aside (hidden), then move the new ones in."""
-        stamp = self.clock().strftime("%Y%m%dT%H%M%S%fZ")
-        existing = [p for p in self.lake.list_files(layout.partition_dir) if layout.is_part_of(p)]
-        for old in existing:
-            self.lake.move(old, layout.superseded(stamp, old))
-        for index, ((temp, _), final) in enumerate(zip(temps, finals, strict=True)):
-            self.lake.move(temp, final)
-            if index == 0:
-                crash_point("mid_publish")
+            writer = ChunkFileWriter(
+                self.lake, layout, spec, snap.schema, job_id=job.id, token=token, row_group_rows=s.row_group_rows,
+                max_file_bytes=s.max_file_bytes, zstd_level=s.zstd_level,
+                chunk_start=job.range_start if isinstance(job.range_start, int) else None,
+            )
+            try:
+                with telemetry.span("write", job_id=job.id):
+                    for batch in snap.batches:
+                        writer.write(batch)
+                    writer.close()
+                fp = snap.fingerprint()
+            except BaseException:
+                writer.abort()
+                raise
+        return writer, fp
 
     # -- verify ---------------------------------------------------------------------------------
-    def check_archive(self, job: Job, *, checksum: bool = True) -> list[str]:
-        """Problems with a job's lake files; empty when they match the ledger."""
+    def check_archive(self, job: Job, *, checksum: bool = True, active: dict[str, dict[str, int]] | None = None) -> list[str]:
+        """Problems with a job's archive; empty when its files match the ledger and are live in the Delta table.
+
+        `active` caches each table's live files across jobs (table folder -> {path: size}).
+        """
         import pyarrow.parquet as pq
 
         problems, rows = [], 0
-        if not job.lake_paths:
+        if not job.lake_paths and job.row_count != 0:
             return ["no lake files recorded"]
         for path in job.lake_paths:
             try:
@@ -436,6 +417,22 @@ class Engine:
                 problems.append(f"{path}: unreadable ({_first_line(error)})")
         if not problems and rows != job.row_count:
             problems.append(f"footers hold {rows} rows, the ledger {job.row_count}")
+        if job.table_path:
+            problems.extend(self._check_table_holds(job, active if active is not None else {}))
+        return problems
+
+    def _check_table_holds(self, job: Job, active: dict[str, dict[str, int]]) -> list[str]:
+        """The Delta table's latest version holds exactly this job's recorded files."""
+        assert job.table_path is not None
+        if job.table_path not in active:
+            time_spec = PartitionSpec("", (), integer=False)  # listing live files needs no partition knowledge
+            active[job.table_path] = ArchiveTable(self.lake, job.table_path, time_spec, source=job.table).active_files()
+        live = active[job.table_path]
+        layout = self._layout(job)
+        recorded = {layout.in_table(p) for p in job.lake_paths}
+        problems = [f"{layout.in_lake(p)}: not in the Delta table's latest version" for p in sorted(recorded - set(live))]
+        strays = sorted(p for p in live if layout.is_job_file(p) and p not in recorded)
+        problems.extend(f"{layout.in_lake(p)}: in the Delta table but not in the ledger" for p in strays)
         return problems
 
     def verify(self, job_ids: list[int] | None = None, table: str | None = None) -> list[StepResult]:
@@ -443,11 +440,12 @@ class Engine:
         jobs = [self.ledger.get(i) for i in job_ids] if job_ids else self.ledger.jobs(
             [JobState.ARCHIVED, JobState.DROPPED], table=table, limit=1_000_000)
         results = []
+        active: dict[str, dict[str, int]] = {}
         for job in jobs:
             if job is None:
                 continue
             started = time.monotonic()
-            problems = self.check_archive(job)
+            problems = self.check_archive(job, active=active)
             results.append(StepResult(job.id, job.chunk.qualified_chunk, "verify", "failed" if problems else "done",
                                       "; ".join(problems) or "ok", rows=job.row_count or 0, bytes=job.byte_count or 0,
                                       seconds=time.monotonic() - started))

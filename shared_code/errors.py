@@ -31,3 +31,7 @@ class SourceChangedError(ArchiverError):
 
 class JobStateError(ArchiverError):
     """A job is not in a state that allows the requested step."""
+
+
+class SchemaEvolutionError(ArchiverError):
+    """The source table's schema changed in a way the archive table cannot follow."""

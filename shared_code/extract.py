@@ -76,10 +76,14 @@ def _select_sql(rel: str, plans: list[ColumnPlan], infinite: frozenset[str]) -> 
 
 
 def _target_type(plan: ColumnPlan, source: pa.DataType) -> pa.DataType:
+    """The archived type: only types a Delta reader v1 understands (no extension types, no naive timestamps)."""
     if plan.conversion == "decimal":
         assert plan.precision is not None
-        precision = max(plan.precision, 1)
-        return pa.decimal128(precision, plan.scale or 0) if precision <= 38 else pa.decimal256(precision, plan.scale or 0)
+        return pa.decimal128(max(plan.precision, 1), plan.scale or 0)
+    if isinstance(source, pa.BaseExtensionType):  # arrow.json (json/jsonb) -> its string storage
+        return source.storage_type
+    if pa.types.is_timestamp(source) and source.tz is None:  # timestamp without time zone: the wall clock as UTC
+        return pa.timestamp(source.unit, tz="UTC")
     return source
 
 
@@ -121,6 +125,10 @@ def convert_batch(batch: pa.RecordBatch, plans: list[ColumnPlan], schema: pa.Sch
                 ) from None
         elif plan.name in infinite:
             column = _fix_infinite(column, batch.column(plan.flag_column()), plan.conversion == "infinite_date")
+        if isinstance(column.type, pa.BaseExtensionType):
+            column = column.storage
+        if pa.types.is_timestamp(column.type) and column.type.tz is None:
+            column = column.view(field.type)  # same microseconds, now labelled UTC (a cast would shift nothing either)
         if column.type != field.type:
             column = column.cast(field.type)
         arrays.append(column)

@@ -1,7 +1,8 @@
 """Lake adapter over pyarrow filesystems: local files, Azurite (Blob endpoint) and ADLS Gen2.
 
-Writes go to a hidden temporary name and are published by rename (HNS, local) or server-side copy (flat
-namespace, e.g. Azurite), so no partial file is ever visible under a final name.
+Writes go to a hidden staging name and are published by rename (HNS, local) or server-side copy (flat
+namespace, e.g. Azurite), so no partial file is ever visible under a final name. Delta commits go through
+delta-rs with the URI and credentials this adapter hands out.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 from .errors import ConfigError, LakeError
@@ -84,6 +85,7 @@ class Lake:
         self._fs: FileSystem | None = None
         self.target = self._parse(lake_url)
         self._flat_namespace = False
+        self._credential: Any = None
 
     @staticmethod
     def _parse(url: str) -> LakeTarget:
@@ -137,6 +139,50 @@ class Lake:
                 "Check ARCHIVER_LAKE_URL and the identity's Storage Blob Data Contributor role."
             ) from None
         return azure
+
+    # -- Delta Lake (delta-rs) access to a table folder ------------------------------------------
+    def delta_uri(self, relative_dir: str) -> str:
+        """The URI delta-rs opens for a folder of the lake."""
+        if self.target.is_local:
+            return self.path(relative_dir)
+        inner = self.path(relative_dir).split("/", 1)[1] if "/" in self.path(relative_dir) else ""
+        if self._connection_string:
+            return f"az://{self.target.container}/{inner}"
+        return f"abfss://{self.target.container}@{self.target.account}.dfs.core.windows.net/{inner}"
+
+    def delta_storage_options(self) -> dict[str, str]:
+        """Credentials for delta-rs: the connection string's key, or a fresh managed-identity bearer token.
+
+        delta-rs's own managed-identity path has failed inside Azure Functions (object_store issue 4976), so the
+        token comes from azure-identity, which caches it and renews it before it expires; each table access asks
+        again, so a long run never holds an expired token.
+        """
+        if self.target.is_local:
+            return {}
+        if self._connection_string:
+            conn = _parse_connection_string(self._connection_string)
+            options = {"account_name": conn.get("AccountName", self.target.account or "")}
+            if conn.get("AccountKey"):
+                options["account_key"] = conn["AccountKey"]
+            if conn.get("BlobEndpoint"):
+                options["endpoint"] = conn["BlobEndpoint"].rstrip("/")
+                if conn["BlobEndpoint"].startswith("http://"):
+                    options["allow_http"] = "true"
+            return options
+        return {"account_name": self.target.account or "", "bearer_token": self._storage_token()}
+
+    def _storage_token(self) -> str:
+        if self._credential is None:
+            from azure.identity import DefaultAzureCredential
+
+            self._credential = DefaultAzureCredential(managed_identity_client_id=self._client_id) if self._client_id \
+                else DefaultAzureCredential()
+        try:
+            return self._credential.get_token("https://storage.azure.com/.default").token
+        except Exception as error:  # noqa: BLE001 - azure-identity raises several unrelated classes
+            raise LakeError(f"cannot get a storage token for {self.url}: {str(error).splitlines()[0]}. "
+                            "Check the managed identity (ARCHIVER_LAKE_CLIENT_ID) and its Storage Blob Data "
+                            "Contributor role.") from None
 
     def path(self, relative: str) -> str:
         return f"{self.target.root}/{relative}" if relative else self.target.root
@@ -216,3 +262,12 @@ class Lake:
             self.fs.get_file_info(self.target.root)
         except OSError as error:
             raise LakeError(f"cannot reach the lake {self.url}: {str(error).splitlines()[0]}") from None
+
+    def delete_tree(self, relative_dir: str) -> None:
+        """Delete a folder and everything under it; nothing if it is missing."""
+        for path in self.list_files(relative_dir):
+            self.delete(path)
+        try:
+            self.fs.delete_dir(self.path(relative_dir))
+        except (FileNotFoundError, OSError):
+            pass  # flat namespaces have no folders; a folder already gone is fine

@@ -71,6 +71,11 @@ _MIGRATIONS: list[str] = [
     ALTER TABLE {schema}.jobs ADD COLUMN IF NOT EXISTS enqueued_at timestamptz;
     ALTER TABLE {schema}.jobs ADD COLUMN IF NOT EXISTS enqueue_count integer NOT NULL DEFAULT 0;
     """,
+    # 3: the Delta table and commit version holding each job's files
+    """
+    ALTER TABLE {schema}.jobs ADD COLUMN IF NOT EXISTS table_path text;
+    ALTER TABLE {schema}.jobs ADD COLUMN IF NOT EXISTS delta_version bigint;
+    """,
 ]
 
 
@@ -101,6 +106,8 @@ class Job:
     archived_at: datetime | None
     dropped_at: datetime | None
     next_attempt_at: datetime | None
+    table_path: str | None = None
+    delta_version: int | None = None
 
     @property
     def table(self) -> str:
@@ -135,6 +142,7 @@ def _job(row: dict[str, Any]) -> Job:
         checksums=dict(row["checksums"] or {}), content_hash=row["content_hash"],
         schema_fingerprint=row["schema_fingerprint"], created_at=row["created_at"], updated_at=row["updated_at"],
         archived_at=row["archived_at"], dropped_at=row["dropped_at"], next_attempt_at=row["next_attempt_at"],
+        table_path=row.get("table_path"), delta_version=row.get("delta_version"),
     )
 
 

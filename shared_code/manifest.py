@@ -9,7 +9,7 @@ from typing import Any
 
 from . import __version__
 
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2
 PARQUET_KEY = b"tsarchive.manifest"
 
 
@@ -44,6 +44,10 @@ class Manifest:
     created_at: str = ""
     tool: str = f"tsarchive {__version__}"
     manifest_version: int = MANIFEST_VERSION
+    table_path: str = ""  # the Delta table folder, relative to the lake root
+    partition_columns: list[str] = field(default_factory=list)
+    delta_version: int | None = None
+    job_id: int | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
@@ -51,7 +55,7 @@ class Manifest:
     def embedded(self) -> bytes:
         """The part known before writing, for each Parquet file's key-value metadata."""
         data: dict[str, Any] = asdict(self)
-        for key in ("files", "rows", "content_hash", "created_at"):
+        for key in ("files", "rows", "content_hash", "created_at", "delta_version"):
             data.pop(key, None)
         return json.dumps(data, sort_keys=True).encode()
 
@@ -59,7 +63,8 @@ class Manifest:
     def from_json(cls, text: str | bytes) -> Manifest:
         data = json.loads(text)
         files = [FileEntry(**entry) for entry in data.pop("files", [])]
-        return cls(files=files, **data)
+        known = set(cls.__dataclass_fields__)
+        return cls(files=files, **{k: v for k, v in data.items() if k in known})
 
 
 def new_manifest(*, kind: str, table_schema: str, table_name: str, chunk_schema: str, chunk_name: str,

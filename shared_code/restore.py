@@ -64,7 +64,7 @@ def _prepare(batch, columns: list[dict[str, str]]):
 
     arrays, names = [], []
     for field, column in zip(batch.schema, batch.columns, strict=True):
-        if isinstance(column.type, pa.ExtensionType):
+        if isinstance(column.type, pa.BaseExtensionType):
             column = column.storage
         if pa.types.is_timestamp(column.type) or pa.types.is_date32(column.type):
             is_date = pa.types.is_date32(column.type)

@@ -76,6 +76,8 @@ class Settings(BaseSettings):
     drop_retries: int = Field(default=5, ge=0)
     drop_recheck: Literal["checksum", "footer"] = "checksum"
     unsupported_as_text: bool = False
+    delta_checkpoint_interval: int = Field(default=10, ge=1, le=1000)
+    lake_table_names: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
     # Function app
     transport: Literal["servicebus", "storagequeue"] = "servicebus"
     requests_queue: str = Field(default="archive-requests", pattern=_QUEUE)
@@ -89,7 +91,7 @@ class Settings(BaseSettings):
     def _lists(cls, value: Any) -> Any:
         return _split_list(value)
 
-    @field_validator("retention_overrides", "integer_retention", mode="before")
+    @field_validator("retention_overrides", "integer_retention", "lake_table_names", mode="before")
     @classmethod
     def _dicts(cls, value: Any) -> Any:
         return _parse_dict(value)
@@ -134,6 +136,15 @@ class Settings(BaseSettings):
                 )
         else:
             raise ValueError("must start with file:// or abfss://")
+        return value
+
+    @field_validator("lake_table_names")
+    @classmethod
+    def _lake_table_names(cls, value: dict[str, str]) -> dict[str, str]:
+        bad = [f"{k}={v}" for k, v in value.items() if k.count(".") < 1 or v.count(".") < 1 or not all(
+            part.strip() for part in (*k.split(".", 1), *v.split(".", 1)))]
+        if bad:
+            raise ValueError(f"expected source schema.table=lake schema.table pairs; not {', '.join(bad)}")
         return value
 
     @model_validator(mode="after")

@@ -13,28 +13,30 @@ from .errors import UnsupportedTypeError
 # Element types ADBC decodes natively inside one-dimensional arrays.
 _NATIVE_ARRAY_ELEMENTS = {"bool", "int2", "int4", "int8", "float4", "float8", "text", "varchar", "bpchar"}
 _NATIVE = {
-    "bool", "int2", "int4", "int8", "float4", "float8", "text", "varchar", "bpchar", "name",
-    "bytea", "uuid", "json", "jsonb", "time",
+    "bool", "int2", "int4", "int8", "float4", "float8", "text", "varchar", "bpchar", "name", "bytea", "json", "jsonb",
 }
-_TEXT_FORM = {"inet", "cidr", "macaddr", "macaddr8", "timetz"}
+# Delta Lake (reader 1 / writer 2) has no UUID or TIME type: these keep their exact PostgreSQL text form.
+_TEXT_FORM = {"inet", "cidr", "macaddr", "macaddr8", "timetz", "uuid", "time"}
+DELTA_MAX_DECIMAL_PRECISION = 38
 _INFINITE = {"timestamp", "timestamptz", "date"}
 
 MAPPING_DOC: list[tuple[str, str, str]] = [
     ("bool", "BOOLEAN", ""),
     ("int2 / int4 / int8", "INT16 / INT32 / INT64", ""),
     ("float4 / float8", "FLOAT / DOUBLE", "NaN, Infinity and -Infinity kept"),
-    ("numeric(p,s), p <= 38", "DECIMAL(p,s) (decimal128)", "NaN/Infinity cannot be stored: the job fails naming the column"),
-    ("numeric(p,s), p > 38", "DECIMAL(p,s) (decimal256)", "as above"),
-    ("numeric (no typmod)", "STRING, exact text", "NaN, Infinity kept; cast in the query (`::DECIMAL(38,10)`)"),
+    ("numeric(p,s), p <= 38, 0 <= s <= p", "DECIMAL(p,s)", "NaN/Infinity cannot be stored: the job fails naming the column"),
+    ("numeric (no typmod), or p > 38, or s < 0", "STRING, exact text",
+     "NaN, Infinity kept; cast in the query (`::DECIMAL(38,10)`); Delta decimals stop at 38 digits"),
     ("text / varchar / char(n) / name", "STRING", "char(n) keeps its padding"),
     ("bytea", "BINARY", ""),
-    ("uuid", "FIXED_LEN_BYTE_ARRAY(16), logical UUID", "DuckDB reads UUID"),
-    ("json / jsonb", "STRING, logical JSON", "jsonb in PostgreSQL's normalised text"),
+    ("uuid", "STRING", "canonical text; Delta has no UUID type (`::UUID` in DuckDB)"),
+    ("json / jsonb", "STRING", "jsonb in PostgreSQL's normalised text"),
     ("date", "DATE", "+/-infinity -> +/-2147483647 days (DuckDB's infinity)"),
-    ("time", "TIME(us)", ""),
+    ("time", "STRING", "PostgreSQL text form (`24:00:00` kept); Delta has no TIME type"),
     ("timetz", "STRING", "PostgreSQL text form, e.g. 12:00:00+02"),
-    ("timestamp", "TIMESTAMP(us)", "+/-infinity -> +/-INT64_MAX us (DuckDB's infinity)"),
-    ("timestamptz", "TIMESTAMP(us, UTC)", "as above"),
+    ("timestamp", "TIMESTAMP(us, UTC)", "the wall-clock value read as UTC (Delta's timestamp_ntz needs reader v3); "
+     "+/-infinity -> +/-INT64_MAX us (DuckDB's infinity)"),
+    ("timestamptz", "TIMESTAMP(us, UTC)", "+/-infinity -> +/-INT64_MAX us (DuckDB's infinity)"),
     ("interval", "STRING `N months N days N microseconds`", "exact; both PostgreSQL and DuckDB cast it back with `::interval`"),
     ("1-D arrays of bool/int/float/text", "LIST<element>", "NULL elements kept; multi-dimensional arrays fail the job"),
     ("1-D arrays of other types", "LIST<STRING>", "elements in PostgreSQL text form"),
@@ -95,7 +97,8 @@ def plan_column(column: SourceColumn, *, unsupported_as_text: bool = False) -> C
     if base in _NATIVE or column.type_category == "E":
         return ColumnPlan(column.name, column.type_display, f"{source} AS {ident}")
     if base == "numeric":
-        if column.numeric_precision is None:
+        precision, scale = column.numeric_precision, column.numeric_scale or 0
+        if precision is None or precision > DELTA_MAX_DECIMAL_PRECISION or not 0 <= scale <= precision:
             return ColumnPlan(column.name, column.type_display, f"{ident}::text AS {ident}")
         return ColumnPlan(
             column.name, column.type_display, f"{ident}::text AS {ident}", conversion="decimal",

@@ -6,6 +6,7 @@ import os
 import socket
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
@@ -30,6 +31,24 @@ AZURITE_CONNECTION_STRING = (
 )
 ROOT = Path(__file__).resolve().parent.parent
 
+# Dates spread over a year (year end, a month start after February, mid-year with odd seconds, a quarter end) at which
+# the planning-sensitive tests also run, so none of them depends on where today falls between chunk boundaries.
+SAMPLE_NOWS = ("2025-12-31T23:30:00+00:00", "2026-03-01T00:00:00+00:00", "2026-06-15T12:34:56+00:00",
+               "2026-09-30T07:00:00+00:00")
+
+
+def parse_now(text: str) -> datetime:
+    """An ISO 8601 instant with a UTC offset (or Z), as an aware UTC datetime."""
+    value = datetime.fromisoformat(text.strip())
+    if value.tzinfo is None:
+        raise ValueError(f"{text!r} has no UTC offset; write e.g. 2026-02-10T03:00:00+00:00")
+    return value.astimezone(UTC)
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    raw = os.environ.get("TSARCHIVE_TEST_NOW")
+    return f"TSARCHIVE_TEST_NOW={raw} (injected clock for time-relative tests)" if raw else None
+
 
 def _require(port: int, what: str) -> None:
     try:
@@ -43,6 +62,27 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith("ARCHIVER_") or name == "TSARCHIVE_CRASH_AT":
             monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def test_now() -> datetime:
+    """The instant time-relative tests build their data around and give the engine as its clock.
+
+    TSARCHIVE_TEST_NOW (ISO 8601 with an offset) pins it to reproduce a date-dependent failure; otherwise the real time.
+    """
+    raw = os.environ.get("TSARCHIVE_TEST_NOW")
+    if not raw:
+        return datetime.now(UTC)
+    try:
+        return parse_now(raw)
+    except ValueError as error:
+        pytest.fail(f"TSARCHIVE_TEST_NOW: {error}")
+
+
+@pytest.fixture(params=[*SAMPLE_NOWS, None], ids=[*SAMPLE_NOWS, "test_now"])
+def sample_now(request: pytest.FixtureRequest, test_now: datetime) -> datetime:
+    """Each of SAMPLE_NOWS, then `test_now`: for tests whose planning depends on where now falls."""
+    return parse_now(request.param) if request.param else test_now
 
 
 @pytest.fixture
@@ -100,8 +140,15 @@ def settings_for(dsn: str, lake: Path | str, **overrides) -> Settings:
     return load_settings(database_url=dsn, lake_url=lake_url, **overrides)
 
 
-def engine_for(dsn: str, lake: Path | str, **overrides) -> Engine:
-    return Engine(settings_for(dsn, lake, **overrides))
+def engine_for(dsn: str, lake: Path | str, *, now: datetime | None = None, **overrides) -> Engine:
+    """An Engine over `dsn`; with `now`, its clock is pinned there (give the data the same `now`)."""
+    settings = settings_for(dsn, lake, **overrides)
+    if now is None:
+        return Engine(settings)
+    if now.tzinfo is None:
+        raise ValueError("engine_for(now=...) needs an aware datetime")
+    pinned = now.astimezone(UTC)
+    return Engine(settings, clock=lambda: pinned)
 
 
 def cli_env(dsn: str, lake: Path | str, **extra: str) -> dict[str, str]:

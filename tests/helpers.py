@@ -24,9 +24,14 @@ def add_months(value: datetime, months: int) -> datetime:
 
 
 def make_monthly_partitions(conn: psycopg.Connection, table: str = "public.events", months_back: int = 28,
-                            rows_per_month: int = 50, extra_columns: str = "", default_rows: int = 3) -> list[str]:
-    """A RANGE-partitioned table with one partition per month back to `months_back`, plus a default partition."""
-    now = datetime.now(UTC)
+                            rows_per_month: int = 50, extra_columns: str = "", default_rows: int = 3,
+                            now: datetime | None = None) -> list[str]:
+    """A RANGE-partitioned table with one partition per month back to `months_back` before `now`, plus a default one.
+
+    `now` defaults to the real time: right for tests whose archiver (CLI, function app) reads the real clock; tests
+    that inject a clock pass the same instant here, to `due_partitions` and to `engine_for(now=...)`.
+    """
+    now = (now or datetime.now(UTC)).astimezone(UTC)
     conn.execute(f"""CREATE TABLE {table} (ts timestamptz NOT NULL, device int NOT NULL, value float8, note text
                      {extra_columns}) PARTITION BY RANGE (ts)""")
     names = []
@@ -43,13 +48,16 @@ def make_monthly_partitions(conn: psycopg.Connection, table: str = "public.event
             (lo, step, rows_per_month),
         )
     conn.execute(f"CREATE TABLE {table}_default PARTITION OF {table} DEFAULT")
-    conn.execute(f"INSERT INTO {table} (ts, device, value, note) SELECT now() + interval '10 years', g, g, 'future' "
-                 f"FROM generate_series(1, {default_rows}) g")
+    conn.execute(f"INSERT INTO {table} (ts, device, value, note) SELECT %s::timestamptz + interval '10 years', g, g, "
+                 "'future' FROM generate_series(1, %s) g", (now, default_rows))
     return names
 
 
-def due_partitions(conn: psycopg.Connection, parent: str, days: int = 730) -> list[str]:
-    """Leaf partitions whose upper bound is at or before now - days, computed independently of the archiver."""
+def due_partitions(conn: psycopg.Connection, parent: str, days: int = 730, now: datetime | None = None) -> list[str]:
+    """Leaf partitions whose upper bound is at or before now - days, computed independently of the archiver.
+
+    `now` defaults to the real time; pass the instant the data and the engine's clock were given.
+    """
     rows = conn.execute(
         """
         SELECT c.relname, pg_get_expr(c.relpartbound, c.oid)
@@ -57,7 +65,7 @@ def due_partitions(conn: psycopg.Connection, parent: str, days: int = 730) -> li
         """,
         (parent,),
     ).fetchall()
-    cutoff = datetime.now(UTC) - timedelta(days=days)
+    cutoff = (now or datetime.now(UTC)) - timedelta(days=days)
     due = []
     for name, bound in rows:
         if "TO (" not in bound:

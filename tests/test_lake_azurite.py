@@ -2,15 +2,18 @@
 
 import io
 import json
+import subprocess
 
 import psycopg
+import pyarrow as pa
 import pyarrow.parquet as pq
 from azure.storage.blob import BlobServiceClient
+from deltalake import DeltaTable
 
 from shared_code.lake import Lake
 from shared_code.ledger import JobState
 
-from .conftest import AZURITE_CONNECTION_STRING, engine_for
+from .conftest import AZURITE_CONNECTION_STRING, TSARCHIVE, cli_env, engine_for
 from .helpers import due_partitions, ledger_jobs, make_monthly_partitions, normalise, rows_of
 
 
@@ -26,21 +29,45 @@ def test_archive_to_azurite(pg_dsn, azurite_container):
         assert all(r.outcome == "done" for r in engine.verify())
     container = BlobServiceClient.from_connection_string(AZURITE_CONNECTION_STRING).get_container_client(azurite_container)
     names = [b.name for b in container.list_blobs()]
-    data = [n for n in names if n.endswith(".parquet")]
-    assert not [n for n in data if "/_" in n]
-    assert len(data) == len(due)
+    data = [n for n in names if n.endswith(".parquet") and "/_" not in n]
+    assert len(data) == len(due)  # monthly partitions: one file each, in the month's own folder
     assert all(n.startswith("tsdb/prod/public.events/year=") for n in data)
-    # temporary blobs were removed after publishing (pyarrow may leave a hidden empty "_tmp/" folder marker)
-    assert not [n for n in names if "/_tmp/" in n and not n.endswith("/")]
-    manifests = [n for n in names if n.endswith(".manifest.json")]
-    assert len(manifests) == len(due) and all(n.rsplit("/", 1)[1].startswith("_") for n in manifests)
+    assert any(n.startswith("tsdb/prod/public.events/_delta_log/00000000000000000000.json") for n in names)
+    # staging blobs were removed after publishing (pyarrow may leave an empty folder marker)
+    assert not [n for n in names if "/staging/" in n and not n.endswith("/")]
+    manifests = [n for n in names if n.endswith(".json") and "/_tsarchive/manifests/" in n]
+    assert len(manifests) == len(due)
+    table = DeltaTable(f"az://{azurite_container}/tsdb/prod/public.events", storage_options=engine.lake.delta_storage_options())
+    assert table.protocol().min_reader_version == 1 and table.protocol().min_writer_version == 2
+    paths = pa.table(table.get_add_actions(flatten=True)).column("path").to_pylist()
+    assert sorted(f"tsdb/prod/public.events/{p}" for p in paths) == sorted(data)
+    every = sorted(tuple(normalise(v) for v in r) for rows in expected.values() for r in rows)
+    through_delta = table.to_pyarrow_table().drop_columns(["year", "month"]).to_pylist()
+    assert sorted(tuple(normalise(v) for v in r.values()) for r in through_delta) == every
     for job in ledger_jobs(pg_dsn):
-        assert job.state == JobState.DROPPED
+        assert job.state == JobState.DROPPED and job.table_path == "public.events"
         blob = container.download_blob(f"tsdb/prod/{job.lake_paths[0]}").readall()
         archived = sorted(tuple(normalise(v) for v in r.values()) for r in pq.read_table(io.BytesIO(blob)).to_pylist())
         assert archived == sorted(tuple(normalise(v) for v in r) for r in expected[job.chunk_name])
         manifest = json.loads(container.download_blob(f"tsdb/prod/{job.manifest_path}").readall())
         assert manifest["files"][0]["sha256"] == job.checksums[job.lake_paths[0]]
+        assert manifest["delta_version"] == job.delta_version
+
+
+def test_query_command_on_azurite(pg_dsn, azurite_container):
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        make_monthly_partitions(conn, months_back=26)
+        due = due_partitions(conn, "public.events")
+        rows = sum(len(rows_of(conn, f"public.{name}")) for name in due)
+    lake_url = f"abfss://{azurite_container}@devstoreaccount1.dfs.core.windows.net/q"
+    with engine_for(pg_dsn, lake_url, lake_connection_string=AZURITE_CONNECTION_STRING,
+                    partitioned_tables=["public.events"]) as engine:
+        assert not engine.run().failed
+    env = cli_env(pg_dsn, lake_url, ARCHIVER_LAKE_CONNECTION_STRING=AZURITE_CONNECTION_STRING)
+    out = subprocess.run([TSARCHIVE, "query", "SELECT count(*) AS n FROM public.events", "--json"], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == [{"n": rows}]
 
 
 def test_publish_on_flat_namespace_copies_then_deletes(azurite_container):

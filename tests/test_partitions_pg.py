@@ -12,15 +12,17 @@ from .conftest import engine_for
 from .helpers import due_partitions, ledger_jobs, make_monthly_partitions, normalise, rows_of, visible_files
 
 
-def test_partitions_archived_verified_dropped(pg_dsn, tmp_path):
+def test_partitions_archived_verified_dropped(pg_dsn, tmp_path, sample_now):
+    now = sample_now
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        make_monthly_partitions(conn)
-        due = due_partitions(conn, "public.events")
+        make_monthly_partitions(conn, now=now)
+        due = due_partitions(conn, "public.events", now=now)
         assert len(due) >= 3
         expected = {name: rows_of(conn, f"public.{name}") for name in due}
         before = conn.execute("SELECT count(*) FROM public.events").fetchone()[0]
     lake = tmp_path / "lake"
-    with engine_for(pg_dsn, lake, partitioned_tables=["public.events"]) as engine:
+    with engine_for(pg_dsn, lake, now=now, partitioned_tables=["public.events"]) as engine:
+        assert sorted(e.chunk.chunk_name for e in engine.plan() if e.decision == "due") == due
         report = engine.run()
     assert not report.failed
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
@@ -50,11 +52,11 @@ def test_partitions_archived_verified_dropped(pg_dsn, tmp_path):
     assert len(names) == len(due) and all(n.endswith(".parquet") for n in names)
 
 
-def test_second_run_is_a_no_op(pg_dsn, tmp_path):
+def test_second_run_is_a_no_op(pg_dsn, tmp_path, test_now):
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        make_monthly_partitions(conn, months_back=26)
+        make_monthly_partitions(conn, months_back=26, now=test_now)
     lake = tmp_path / "lake"
-    with engine_for(pg_dsn, lake, partitioned_tables=["public.events"]) as engine:
+    with engine_for(pg_dsn, lake, now=test_now, partitioned_tables=["public.events"]) as engine:
         first = engine.run()
         second = engine.run()
     assert [s for s in first.steps if s.outcome == "done"]
@@ -62,12 +64,13 @@ def test_second_run_is_a_no_op(pg_dsn, tmp_path):
     assert all(j.attempts == 1 for j in ledger_jobs(pg_dsn))
 
 
-def test_no_drop_then_drop(pg_dsn, tmp_path):
+def test_no_drop_then_drop(pg_dsn, tmp_path, test_now):
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        make_monthly_partitions(conn, months_back=25)
-        due = due_partitions(conn, "public.events")
+        make_monthly_partitions(conn, months_back=25, now=test_now)
+        due = due_partitions(conn, "public.events", now=test_now)
+    assert due
     lake = tmp_path / "lake"
-    with engine_for(pg_dsn, lake, partitioned_tables=["public.events"]) as engine:
+    with engine_for(pg_dsn, lake, now=test_now, partitioned_tables=["public.events"]) as engine:
         engine.run(drop=False)
         assert {j.state for j in ledger_jobs(pg_dsn)} == {JobState.ARCHIVED}
         with psycopg.connect(pg_dsn, autocommit=True) as conn:
@@ -76,11 +79,11 @@ def test_no_drop_then_drop(pg_dsn, tmp_path):
     assert {j.state for j in ledger_jobs(pg_dsn)} == {JobState.DROPPED}
 
 
-def test_dry_run_writes_nothing(pg_dsn, tmp_path):
+def test_dry_run_writes_nothing(pg_dsn, tmp_path, test_now):
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        make_monthly_partitions(conn, months_back=25)
+        make_monthly_partitions(conn, months_back=25, now=test_now)
     lake = tmp_path / "lake"
-    with engine_for(pg_dsn, lake, partitioned_tables=["public.events"], dry_run=True) as engine:
+    with engine_for(pg_dsn, lake, now=test_now, partitioned_tables=["public.events"], dry_run=True) as engine:
         report = engine.run()
     assert report.dry_run and any(e.decision == "due" for e in report.planned)
     assert visible_files(lake) == [] if lake.exists() else True

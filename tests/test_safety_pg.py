@@ -4,8 +4,10 @@ import json
 import subprocess
 
 import psycopg
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from deltalake import DeltaTable
 
 from shared_code.faults import CRASH_POINTS
 from shared_code.ledger import JobState
@@ -16,17 +18,17 @@ from .helpers import due_partitions, ledger_jobs, make_monthly_partitions, norma
 PARENT = "public.events"
 
 
-def _oldest(conn) -> str:
-    return due_partitions(conn, PARENT)[0]
+def _oldest(conn, now) -> str:
+    return due_partitions(conn, PARENT, now=now)[0]
 
 
 @pytest.mark.parametrize("change", ["insert", "update", "delete"])
-def test_late_change_between_archive_and_drop_is_not_lost(pg_dsn, tmp_path, change):
+def test_late_change_between_archive_and_drop_is_not_lost(pg_dsn, tmp_path, change, test_now):
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        make_monthly_partitions(conn, months_back=25)
-        target = _oldest(conn)
+        make_monthly_partitions(conn, months_back=25, now=test_now)
+        target = _oldest(conn, test_now)
     lake = tmp_path / "lake"
-    with engine_for(pg_dsn, lake, partitioned_tables=[PARENT]) as engine:
+    with engine_for(pg_dsn, lake, now=test_now, partitioned_tables=[PARENT]) as engine:
         engine.run(drop=False)
         with psycopg.connect(pg_dsn, autocommit=True) as conn:
             if change == "insert":
@@ -42,13 +44,15 @@ def test_late_change_between_archive_and_drop_is_not_lost(pg_dsn, tmp_path, chan
     assert job.state == JobState.DROPPED and job.attempts == 2
     archived = sorted(tuple(normalise(v) for v in r.values()) for r in pq.read_table(lake / job.lake_paths[0]).to_pylist())
     assert archived == sorted(tuple(normalise(v) for v in r) for r in final_rows)
-    # the earlier version was moved aside, hidden from readers
-    superseded = [p for p in lake.rglob("*.parquet") if "_superseded" in p.parts]
-    assert len(superseded) == 1
-    assert len([p for p in visible_files(lake) if target.replace("_", "") in p.name.replace("_", "")]) == 1
+    # one Delta commit replaced the earlier version, whose file is gone: readers see the chunk's rows once
+    replacing = DeltaTable(str(lake / "public.events")).history(limit=1)[0]["tsarchive"]
+    assert replacing["job_id"] == job.id and len(replacing["replaces"]) == 1
+    assert [f"public.events/{f['path']}" for f in replacing["files"]] == job.lake_paths
+    assert len([p for p in visible_files(lake) if f"-j{job.id}-" in p.name]) == 1
 
 
 def test_two_concurrent_runs_archive_each_chunk_once(pg_dsn, tmp_path):
+    # The CLI reads the real clock, so the data is built around the real time (monthly bounds: date-independent).
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         make_monthly_partitions(conn, months_back=36, rows_per_month=2000)
         due = due_partitions(conn, PARENT)
@@ -65,11 +69,12 @@ def test_two_concurrent_runs_archive_each_chunk_once(pg_dsn, tmp_path):
     jobs = ledger_jobs(pg_dsn)
     assert len(archived_by[0] | archived_by[1]) == len(due) == len(jobs)
     assert all(j.state == JobState.DROPPED and j.attempts == 1 for j in jobs)
-    assert not [p for p in lake.rglob("*") if "_superseded" in p.parts]
+    assert DeltaTable(str(lake / PARENT)).version() == len(due) - 1  # one commit per chunk, none lost
 
 
 @pytest.mark.parametrize("point", CRASH_POINTS)
 def test_crash_at_each_step_then_rerun_converges(pg_dsn, tmp_path, point):
+    # The CLI reads the real clock, so the data is built around the real time (monthly bounds: date-independent).
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         make_monthly_partitions(conn, months_back=26)
         due = due_partitions(conn, PARENT)
@@ -91,17 +96,19 @@ def test_crash_at_each_step_then_rerun_converges(pg_dsn, tmp_path, point):
         for name in due:
             assert conn.execute("SELECT to_regclass(%s)", (f"public.{name}",)).fetchone()[0] is None
     assert len(visible_files(lake)) == len(due)  # no duplicate or partial file is visible
-    assert not [p for p in lake.rglob("*") if p.is_file() and "_tmp" in p.parts]  # crashed attempts cleaned up
+    assert not [p for p in (lake / PARENT / "_tsarchive" / "staging").rglob("*") if p.is_file()]  # crash leftovers gone
+    live = pa.table(DeltaTable(str(lake / PARENT)).get_add_actions(flatten=True)).column("path").to_pylist()
+    assert sorted(f"{PARENT}/{p}" for p in live) == sorted(p for j in jobs.values() for p in j.lake_paths)
 
 
-def test_drop_waits_for_lock_then_gives_up_cleanly(pg_dsn, tmp_path):
+def test_drop_waits_for_lock_then_gives_up_cleanly(pg_dsn, tmp_path, test_now):
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        make_monthly_partitions(conn, months_back=25)
-        target = _oldest(conn)
+        make_monthly_partitions(conn, months_back=25, now=test_now)
+        target = _oldest(conn, test_now)
     lake = tmp_path / "lake"
     holder = psycopg.connect(pg_dsn)
     holder.execute(f"LOCK TABLE {target} IN ACCESS SHARE MODE")  # a long-running reader
-    with engine_for(pg_dsn, lake, partitioned_tables=[PARENT], lock_timeout_ms=100, drop_retries=1) as engine:
+    with engine_for(pg_dsn, lake, now=test_now, partitioned_tables=[PARENT], lock_timeout_ms=100, drop_retries=1) as engine:
         report = engine.run()
         failed = [s for s in report.failed if s.step == "drop"]
         assert len(failed) == 1 and "could not lock" in failed[0].detail
@@ -114,13 +121,13 @@ def test_drop_waits_for_lock_then_gives_up_cleanly(pg_dsn, tmp_path):
     assert job.state == JobState.DROPPED
 
 
-def test_drop_refuses_corrupt_archive_and_rearchives(pg_dsn, tmp_path):
+def test_drop_refuses_corrupt_archive_and_rearchives(pg_dsn, tmp_path, test_now):
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        make_monthly_partitions(conn, months_back=25)
-        target = _oldest(conn)
+        make_monthly_partitions(conn, months_back=25, now=test_now)
+        target = _oldest(conn, test_now)
         rows = rows_of(conn, target)
     lake = tmp_path / "lake"
-    with engine_for(pg_dsn, lake, partitioned_tables=[PARENT]) as engine:
+    with engine_for(pg_dsn, lake, now=test_now, partitioned_tables=[PARENT]) as engine:
         engine.run(drop=False)
         job = next(j for j in ledger_jobs(pg_dsn) if j.chunk_name == target)
         path = lake / job.lake_paths[0]
@@ -165,13 +172,13 @@ def test_multidimensional_array_fails_cleanly(pg_dsn, tmp_path):
     assert len(report.failed) == 1 and "multi-dimensional" in report.failed[0].detail
 
 
-def test_concurrent_claim_is_exclusive(pg_dsn, tmp_path):
+def test_concurrent_claim_is_exclusive(pg_dsn, tmp_path, test_now):
     """While one worker holds a job, another skips it; once the holder's session ends, the job is free at once."""
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        make_monthly_partitions(conn, months_back=25)
+        make_monthly_partitions(conn, months_back=25, now=test_now)
     lake = tmp_path / "lake"
-    with engine_for(pg_dsn, lake, partitioned_tables=[PARENT]) as first, \
-         engine_for(pg_dsn, lake, partitioned_tables=[PARENT]) as second:
+    with engine_for(pg_dsn, lake, now=test_now, partitioned_tables=[PARENT]) as first, \
+         engine_for(pg_dsn, lake, now=test_now, partitioned_tables=[PARENT]) as second:
         jobs = first.record_plan(first.plan())
         job = jobs[0]
         assert first.ledger.try_claim(job.id)
@@ -199,12 +206,12 @@ def test_change_detection_sees_every_column_whatever_the_names(pg_dsn, tmp_path)
     assert sorted(r["v"] for r in pq.read_table(lake / job.lake_paths[0]).to_pylist()) == [2, 42]
 
 
-def test_drop_error_fails_that_job_only(pg_dsn, tmp_path):
+def test_drop_error_fails_that_job_only(pg_dsn, tmp_path, test_now):
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        make_monthly_partitions(conn, months_back=26)
-        due = due_partitions(conn, PARENT)
+        make_monthly_partitions(conn, months_back=26, now=test_now)
+        due = due_partitions(conn, PARENT, now=test_now)
         conn.execute(f"CREATE VIEW audit_view AS SELECT * FROM {due[0]}")  # DROP TABLE of that partition must fail
-    with engine_for(pg_dsn, tmp_path / "lake", partitioned_tables=[PARENT]) as engine:
+    with engine_for(pg_dsn, tmp_path / "lake", now=test_now, partitioned_tables=[PARENT]) as engine:
         report = engine.run()
     (failed,) = report.failed
     assert failed.step == "drop" and "audit_view" in failed.detail
@@ -213,14 +220,14 @@ def test_drop_error_fails_that_job_only(pg_dsn, tmp_path):
     assert all(jobs[name].state == JobState.DROPPED for name in due[1:])
 
 
-def test_archived_chunk_of_an_excluded_table_is_kept(pg_dsn, tmp_path):
+def test_archived_chunk_of_an_excluded_table_is_kept(pg_dsn, tmp_path, test_now):
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        make_monthly_partitions(conn, months_back=25)
-        due = due_partitions(conn, PARENT)
+        make_monthly_partitions(conn, months_back=25, now=test_now)
+        due = due_partitions(conn, PARENT, now=test_now)
     lake = tmp_path / "lake"
-    with engine_for(pg_dsn, lake, partitioned_tables=[PARENT]) as engine:
+    with engine_for(pg_dsn, lake, now=test_now, partitioned_tables=[PARENT]) as engine:
         engine.run(drop=False)
-    with engine_for(pg_dsn, lake, partitioned_tables=[]) as engine:  # the table is no longer configured
+    with engine_for(pg_dsn, lake, now=test_now, partitioned_tables=[]) as engine:  # the table is no longer configured
         report = engine.run()
     assert {s.outcome for s in report.steps if s.step == "drop"} == {"skipped"}
     jobs = ledger_jobs(pg_dsn)
@@ -229,10 +236,10 @@ def test_archived_chunk_of_an_excluded_table_is_kept(pg_dsn, tmp_path):
         assert all(conn.execute("SELECT to_regclass(%s)", (f"public.{n}",)).fetchone()[0] for n in due)
 
 
-def test_a_job_whose_worker_keeps_dying_is_capped(pg_dsn, tmp_path):
+def test_a_job_whose_worker_keeps_dying_is_capped(pg_dsn, tmp_path, test_now):
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        make_monthly_partitions(conn, months_back=25)
-    with engine_for(pg_dsn, tmp_path / "lake", partitioned_tables=[PARENT], max_attempts=3) as engine:
+        make_monthly_partitions(conn, months_back=25, now=test_now)
+    with engine_for(pg_dsn, tmp_path / "lake", now=test_now, partitioned_tables=[PARENT], max_attempts=3) as engine:
         job = engine.record_plan(engine.plan())[0]
         engine.ledger.transition(job.id, [JobState.PLANNED], JobState.ARCHIVING, attempts=3)  # three crashed workers
         assert job.id not in {j.id for j in engine.runnable_jobs()}
@@ -240,14 +247,14 @@ def test_a_job_whose_worker_keeps_dying_is_capped(pg_dsn, tmp_path):
     assert capped.state == JobState.FAILED and "died during 3 attempts" in capped.last_error
 
 
-def test_a_recreated_partition_never_hides_the_earlier_archive(pg_dsn, tmp_path):
+def test_a_recreated_partition_never_hides_the_earlier_archive(pg_dsn, tmp_path, test_now):
     """A partition dropped after archiving, then recreated under the same name for late rows, gets its own files."""
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        make_monthly_partitions(conn, months_back=25)
-        target = due_partitions(conn, PARENT)[0]
+        make_monthly_partitions(conn, months_back=25, now=test_now)
+        target = due_partitions(conn, PARENT, now=test_now)[0]
         bounds = conn.execute("SELECT pg_get_expr(relpartbound, oid) FROM pg_class WHERE relname = %s", (target,)).fetchone()[0]
     lake = tmp_path / "lake"
-    with engine_for(pg_dsn, lake, partitioned_tables=[PARENT]) as engine:
+    with engine_for(pg_dsn, lake, now=test_now, partitioned_tables=[PARENT]) as engine:
         assert not engine.run().failed
         with psycopg.connect(pg_dsn, autocommit=True) as conn:
             conn.execute(f"CREATE TABLE {target} PARTITION OF {PARENT} {bounds}")

@@ -1,6 +1,6 @@
 """TimescaleDB (WASM build over the wire): hypertable catalog, space partitions, compressed chunks, caggs, drops."""
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import pyarrow.parquet as pq
 
@@ -13,11 +13,26 @@ from .helpers import normalise, visible_files
 DAYS = 730
 
 
-def _due_chunks(conn, schema, table, days=DAYS):
-    """Chunks wholly older than the cutoff, as drop_chunks(older_than) would pick them."""
-    return sorted(r[0] for r in conn.execute(
-        "SELECT chunk_name FROM timescaledb_information.chunks WHERE hypertable_schema = %s AND hypertable_name = %s "
-        "AND range_end <= now() - make_interval(days => %s)", (schema, table, days)).fetchall())
+def _due_chunks(conn, schema, table, now: datetime, days=DAYS) -> list[str]:
+    """Chunks wholly older than the cutoff (`now` - days), as drop_chunks(older_than) would pick them."""
+    return sorted(name for name, _ in _due_chunk_ends(conn, schema, table, now, days))
+
+
+def _due_chunk_ends(conn, schema, table, now: datetime, days=DAYS) -> list[tuple[str, datetime]]:
+    """(chunk name, range_end) of the due chunks, oldest end first."""
+    return [(r[0], r[1]) for r in conn.execute(
+        "SELECT chunk_name, range_end FROM timescaledb_information.chunks WHERE hypertable_schema = %s "
+        "AND hypertable_name = %s AND range_end <= %s::timestamptz ORDER BY range_end, chunk_name",
+        (schema, table, now - timedelta(days=days))).fetchall()]
+
+
+def _as_interval(delta: timedelta) -> str:
+    """An interval literal of hours, minutes and (micro)seconds only: `now - it` is exact in any session time zone."""
+    assert delta >= timedelta(0)
+    micros = delta // timedelta(microseconds=1)
+    seconds, micros = divmod(micros, 1_000_000)
+    hours, seconds = divmod(seconds, 3600)
+    return f"{hours}:{seconds // 60:02d}:{seconds % 60:02d}.{micros:06d}"
 
 
 def _all_chunks(conn, schema, table):
@@ -26,7 +41,8 @@ def _all_chunks(conn, schema, table):
         (schema, table)).fetchall())
 
 
-def test_hypertable_end_to_end(tsdb, tmp_path):
+def test_hypertable_end_to_end(tsdb, tmp_path, sample_now):
+    now = sample_now
     table = 'Sensor Data-1'  # odd, quoted, mixed case
     qualified = f'{tsdb.schema}."{table}"'
     with tsdb.connect() as conn:
@@ -35,13 +51,14 @@ def test_hypertable_end_to_end(tsdb, tmp_path):
         conn.execute(f"SELECT create_hypertable('{qualified}', by_range('ts', INTERVAL '60 days'))")
         conn.execute(f"SELECT add_dimension('{qualified}', by_hash('device', 2))")
         conn.execute(f"INSERT INTO {qualified} SELECT t, d, d * 1.25 + extract(epoch FROM t) / 1e9, "
-                     "jsonb_build_object('d', d), CASE WHEN d = 2 THEN NULL ELSE 'n' END "
-                     "FROM generate_series(now() - INTERVAL '900 days', now(), INTERVAL '6 hours') t, generate_series(1, 3) d")
+                     "jsonb_build_object('d', d), CASE WHEN d = 2 THEN NULL ELSE 'n' END FROM generate_series("
+                     "%(now)s::timestamptz - INTERVAL '900 days', %(now)s::timestamptz, INTERVAL '6 hours') t, "
+                     "generate_series(1, 3) d", {"now": now})
         conn.execute(f"ALTER TABLE {qualified} SET (timescaledb.compress, timescaledb.compress_segmentby = 'device')")
         oldest = conn.execute("SELECT format('%%I.%%I', chunk_schema, chunk_name) FROM timescaledb_information.chunks "
                               "WHERE hypertable_schema = %s ORDER BY range_start LIMIT 1", (tsdb.schema,)).fetchone()[0]
         conn.execute("SELECT compress_chunk(%s::regclass)", (oldest,))
-        due = _due_chunks(conn, tsdb.schema, table)
+        due = _due_chunks(conn, tsdb.schema, table, now)
         hot = sorted(set(_all_chunks(conn, tsdb.schema, table)) - set(due))
         assert len(due) >= 4 and hot
         assert conn.execute("SELECT count(*) FROM timescaledb_information.chunks WHERE is_compressed AND chunk_name = ANY(%s)",
@@ -50,7 +67,7 @@ def test_hypertable_end_to_end(tsdb, tmp_path):
         total_before = conn.execute(f"SELECT count(*) FROM {qualified}").fetchone()[0]
 
     lake = tmp_path / "lake"
-    with engine_for(tsdb.dsn, lake, include=[f"{tsdb.schema}.*"], ledger_schema=tsdb.ledger) as engine:
+    with engine_for(tsdb.dsn, lake, now=now, include=[f"{tsdb.schema}.*"], ledger_schema=tsdb.ledger) as engine:
         entries = engine.plan()
         assert sorted(e.chunk.chunk_name for e in entries if e.decision == Decision.DUE) == due
         report = engine.run()
@@ -70,7 +87,7 @@ def test_hypertable_end_to_end(tsdb, tmp_path):
         for path in job.lake_paths:
             archived.extend(tuple(normalise(v) for v in r.values()) for r in pq.read_table(lake / path).to_pylist())
         assert sorted(archived, key=repr) == sorted((tuple(normalise(v) for v in r) for r in rows), key=repr)
-        assert "Sensor%20Data-1" in job.lake_paths[0]
+        assert job.lake_paths[0].startswith(f"{tsdb.schema}.Sensor~20Data-1/year=")
     files = visible_files(lake)
     assert files and all(not f.name.startswith(("_", ".")) for f in files)
     row = status[f"{tsdb.schema}.{table}"]
@@ -78,38 +95,49 @@ def test_hypertable_end_to_end(tsdb, tmp_path):
     assert row["rows_archived"] == sum(len(r) for r in expected.values())
 
 
-def test_continuous_aggregate_blocks_drop(tsdb, tmp_path):
+def test_continuous_aggregate_blocks_drop(tsdb, tmp_path, sample_now):
+    """A policy window starting exactly at a due chunk's end: chunks ending at or before it drop, the newer due one stays.
+
+    The window is derived from the real chunk boundaries (90-day chunks, 730-day retention), not a fixed offset, so
+    some due chunk always ends inside it and another outside it, whatever `now` is.
+    """
+    now = sample_now
     with tsdb.connect() as conn:
         conn.execute(f"CREATE TABLE {tsdb.schema}.raw (ts timestamptz NOT NULL, v float8)")
         conn.execute(f"SELECT create_hypertable('{tsdb.schema}.raw', by_range('ts', INTERVAL '90 days'))")
-        conn.execute(f"INSERT INTO {tsdb.schema}.raw SELECT t, 1 FROM generate_series(now() - INTERVAL '1000 days', now(), "
-                     "INTERVAL '1 day') t")
+        conn.execute(f"INSERT INTO {tsdb.schema}.raw SELECT t, 1 FROM generate_series(%(now)s::timestamptz - "
+                     "INTERVAL '1000 days', %(now)s::timestamptz, INTERVAL '1 day') t", {"now": now})
         conn.execute(f"CREATE MATERIALIZED VIEW {tsdb.schema}.daily WITH (timescaledb.continuous) AS "
                      f"SELECT time_bucket('1 day', ts) AS day, sum(v) FROM {tsdb.schema}.raw GROUP BY 1 WITH NO DATA")
-        conn.execute(f"CALL refresh_continuous_aggregate('{tsdb.schema}.daily', NULL, now() - INTERVAL '1 day')")
-        conn.execute(f"SELECT add_continuous_aggregate_policy('{tsdb.schema}.daily', start_offset => INTERVAL '800 days', "
-                     "end_offset => INTERVAL '1 day', schedule_interval => INTERVAL '1 day')")
-        due = _due_chunks(conn, tsdb.schema, "raw")
-        window_start = datetime.now(UTC) - timedelta(days=800)
-        ends = dict(conn.execute(
-            "SELECT chunk_name, range_end FROM timescaledb_information.chunks WHERE hypertable_schema = %s "
-            "AND hypertable_name = 'raw'", (tsdb.schema,)).fetchall())
-    should_block = sorted(n for n in due if ends[n] > window_start)
-    should_drop = sorted(n for n in due if ends[n] <= window_start)
-    assert should_block and should_drop
+        conn.execute(f"CALL refresh_continuous_aggregate('{tsdb.schema}.daily', NULL, %s::timestamptz - INTERVAL '1 day')",
+                     (now,))
+        due = _due_chunk_ends(conn, tsdb.schema, "raw", now)
+        assert len(due) >= 2, due  # 1000 days of data, 90-day chunks: the 270 days before the cutoff hold 3 boundaries
+        window_start = due[-2][1]  # the second-newest due chunk's end
+        start_offset = _as_interval(now - window_start)
+        conn.execute(f"SELECT add_continuous_aggregate_policy('{tsdb.schema}.daily', start_offset => %s::interval, "
+                     "end_offset => INTERVAL '1 day', schedule_interval => INTERVAL '1 day')", (start_offset,))
+        assert conn.execute("SELECT %s::timestamptz - %s::interval", (now, start_offset)).fetchone()[0] == window_start
+        hot = set(_all_chunks(conn, tsdb.schema, "raw")) - {name for name, _ in due}
+    should_block = sorted(name for name, end in due if end > window_start)
+    should_drop = sorted(name for name, end in due if end <= window_start)
+    assert should_block == [due[-1][0]] and len(should_drop) == len(due) - 1 and hot
 
-    with engine_for(tsdb.dsn, tmp_path / "lake", include=[f"{tsdb.schema}.*"], ledger_schema=tsdb.ledger) as engine:
+    with engine_for(tsdb.dsn, tmp_path / "lake", now=now, include=[f"{tsdb.schema}.*"],
+                    ledger_schema=tsdb.ledger) as engine:
         entries = engine.plan()
         assert not [e for e in entries if e.chunk.table_schema.startswith("_timescaledb")]
         blocked = {e.chunk.chunk_name: e.reason for e in entries if e.decision == Decision.BLOCKED}
         assert sorted(blocked) == should_block
-        assert all("refresh window" in r and "daily" in r for r in blocked.values())
+        assert sorted(e.chunk.chunk_name for e in entries if e.decision == Decision.DUE) == should_drop
+        assert all("refresh window" in r and "daily" in r and window_start.isoformat() in r for r in blocked.values())
         assert not engine.run().failed
         states = {j.chunk_name: j for j in engine.ledger.all_jobs()}
     with tsdb.connect() as conn:
         left = set(_all_chunks(conn, tsdb.schema, "raw"))
-    assert set(should_block) <= left and not (set(should_drop) & left)
+    assert left == set(should_block) | hot
     assert all(states[n].state == JobState.BLOCKED and "refresh window" in states[n].reason for n in should_block)
+    assert all(states[n].state == JobState.DROPPED for n in should_drop)
 
 
 def test_integer_time_hypertable_skipped_unless_configured(tsdb, tmp_path):
@@ -133,20 +161,22 @@ def test_integer_time_hypertable_skipped_unless_configured(tsdb, tmp_path):
     assert sorted(j.range_end for j in dropped) == [1000, 2000, 3000, 4000]
     with tsdb.connect() as conn:
         assert conn.execute(f"SELECT min(t) FROM {tsdb.schema}.ticks").fetchone()[0] == 4000
-    assert all("range=" in j.lake_paths[0] for j in dropped)
+    assert all(f"/range_start={j.range_start}/" in j.lake_paths[0] for j in dropped)
 
 
-def test_archived_chunk_is_kept_when_a_cagg_starts_needing_it(tsdb, tmp_path):
+def test_archived_chunk_is_kept_when_a_cagg_starts_needing_it(tsdb, tmp_path, test_now):
     with tsdb.connect() as conn:
         conn.execute(f"CREATE TABLE {tsdb.schema}.raw (ts timestamptz NOT NULL, v float8)")
         conn.execute(f"SELECT create_hypertable('{tsdb.schema}.raw', by_range('ts', INTERVAL '90 days'))")
-        conn.execute(f"INSERT INTO {tsdb.schema}.raw SELECT t, 1 FROM generate_series(now() - INTERVAL '1000 days', "
-                     "now(), INTERVAL '1 day') t")
+        conn.execute(f"INSERT INTO {tsdb.schema}.raw SELECT t, 1 FROM generate_series(%(now)s::timestamptz - "
+                     "INTERVAL '1000 days', %(now)s::timestamptz, INTERVAL '1 day') t", {"now": test_now})
+        due = _due_chunks(conn, tsdb.schema, "raw", test_now)
     common = {"include": [f"{tsdb.schema}.*"], "ledger_schema": tsdb.ledger}
-    with engine_for(tsdb.dsn, tmp_path / "lake", **common) as engine:
+    with engine_for(tsdb.dsn, tmp_path / "lake", now=test_now, **common) as engine:
         assert not engine.run(drop=False).failed
         archived = engine.ledger.all_jobs()
-        assert archived and all(j.state == JobState.ARCHIVED for j in archived)
+        assert due and sorted(j.chunk_name for j in archived) == due
+        assert all(j.state == JobState.ARCHIVED for j in archived)
         with tsdb.connect() as conn:  # a continuous aggregate that refreshes everything appears before the drop
             conn.execute(f"CREATE MATERIALIZED VIEW {tsdb.schema}.daily WITH (timescaledb.continuous) AS "
                          f"SELECT time_bucket('1 day', ts) AS day, sum(v) FROM {tsdb.schema}.raw GROUP BY 1 WITH NO DATA")

