@@ -4,7 +4,7 @@ Table:     <prefix>/<schema>.<table>/                                   (a Delta
 Data:      <table>/<partition folder>/<from>_<to>-<chunk>-j<job>-<token>-pNNN.parquet
 Manifest:  <table>/_tsarchive/manifests/<from>_<to>-<chunk>-j<job>.json  (hidden)
 Staging:   <table>/_tsarchive/staging/<job>-<token>/...                  (hidden, in-flight writes)
-The partition folder is `year=YYYY/month=MM` (time) or `range_start=N` (integer time); see partitioning.py.
+The partition folder is `year=YYYY/month=M` (time) or `range_start=N` (integer time); see partitioning.py.
 Names keep to [A-Za-z0-9_-.=~]: no character needs percent-encoding in a Delta log path, a URL or a glob. The ledger
 job id keeps a recreated partition's archive apart from the earlier one; the token tells one attempt's files from
 another's, so a re-archive can add its files and remove the old ones in one commit.

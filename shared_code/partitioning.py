@@ -1,7 +1,8 @@
 """How archived rows are partitioned in the lake table, from each row's own time value.
 
-Time columns (timestamptz, timestamp, date): `year=YYYY/month=MM`, the UTC year and month of the row. A chunk that
-crosses a month boundary is split, so a partition folder never holds rows of another month.
+Time columns (timestamptz, timestamp, date): `year=YYYY/month=M`, the UTC year and month of the row (month unpadded,
+so Hive-style readers infer the same integer the Delta log records). A chunk that crosses a month boundary is split,
+so a partition folder never holds rows of another month.
 Integer time columns: `range_start=N`, the start of the row's source chunk range (rows lie in [N, chunk end)).
 If the source table already has a column of that name, the partition column is prefixed with `archive_`.
 Rows whose time is NULL or +/-infinity go to Delta's null partition (`__HIVE_DEFAULT_PARTITION__`).
@@ -56,19 +57,9 @@ class PartitionSpec:
         return [pa.field(name, kind, nullable=True) for name in self.columns]
 
     def folder(self, key: PartitionKey) -> str:
-        """Hive-style folder of a partition, e.g. `year=2024/month=01`."""
-        parts = []
-        for index, (name, value) in enumerate(zip(self.columns, key, strict=True)):
-            if value is None:
-                text = NULL_FOLDER
-            elif not self.integer and index == 1:
-                text = f"{value:02d}"
-            elif not self.integer:
-                text = f"{value:04d}"
-            else:
-                text = str(value)
-            parts.append(f"{name}={text}")
-        return "/".join(parts)
+        """Hive-style folder of a partition, e.g. `year=2024/month=1`."""
+        return "/".join(f"{name}={NULL_FOLDER if value is None else value}"
+                        for name, value in zip(self.columns, key, strict=True))
 
     def delta_values(self, key: PartitionKey) -> dict[str, str | None]:
         """Partition values as the Delta log records them (canonical integers)."""

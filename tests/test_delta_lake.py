@@ -134,7 +134,7 @@ def test_hypertable_archive_is_a_true_delta_table(tsdb, tmp_path):
     files = [p for p in visible_files(path) if p.suffix == ".parquet"]
     assert len(files) > len(due)  # chunks crossing a month were split
     for file in files:
-        year, month = (int(x) for x in re.search(r"year=(\d{4})/month=(\d{2})", str(file)).groups())
+        year, month = (int(x) for x in re.search(r"year=(\d{4})/month=(\d{1,2})/", str(file)).groups())
         ts = pq.read_table(file, columns=["ts"]).column("ts")
         lo, hi = (v.as_py().astimezone(UTC) for v in (pa.compute.min(ts), pa.compute.max(ts)))
         assert (lo.year, lo.month) == (hi.year, hi.month) == (year, month), file

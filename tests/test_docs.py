@@ -1,6 +1,9 @@
 """The README documents every setting and every type mapping row the code knows."""
 
+import os
 from pathlib import Path
+
+import pytest
 
 from shared_code.settings import ENV_PREFIX, Settings
 from shared_code.typemap import MAPPING_DOC
@@ -16,3 +19,120 @@ def test_every_setting_in_the_readme_table():
 def test_every_type_mapping_row_in_the_readme():
     missing = [pg for pg, _, _ in MAPPING_DOC if f"| {pg} |" not in README]
     assert not missing, f"add to the README type table: {missing}"
+
+
+# -- docs/querying.md and the README's query examples, run against a real archive ----------------------------------
+QUERYING = (Path(__file__).resolve().parent.parent / "docs" / "querying.md").read_text()
+DOC_LAKE = "/srv/archive"
+AZURE_LAKE = "abfss://archive@acct.dfs.core.windows.net/timescale"
+
+
+def _blocks(text: str, language: str) -> list[str]:
+    import re
+
+    return [m.group(1) for m in re.finditer(rf"```{language}\n(.*?)```", text, re.S)]
+
+
+@pytest.fixture(scope="module")
+def doc_archive(tmp_path_factory) -> dict:
+    """public.metrics archived to a local lake: Nov 2023 - Feb 2024 in 10-day partitions (crossing months and years)."""
+    import uuid
+    from datetime import UTC, datetime, timedelta
+
+    import psycopg
+
+    from shared_code.engine import Engine
+
+    from .conftest import PG_ADMIN, _require, settings_for
+
+    _require(int(PG_ADMIN.rsplit(":", 1)[1].split("/")[0]), "PostgreSQL 15")
+    name = f"t_docs_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    dsn = PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
+    lake = tmp_path_factory.mktemp("docs") / "archive"
+    try:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("CREATE TABLE public.metrics (ts timestamptz NOT NULL, device int, value float8) "
+                         "PARTITION BY RANGE (ts)")
+            lo = datetime(2023, 11, 5, tzinfo=UTC)
+            for index in range(12):
+                hi = lo + timedelta(days=10)
+                conn.execute(f"CREATE TABLE public.metrics_p{index} PARTITION OF public.metrics "
+                             f"FOR VALUES FROM ('{lo.isoformat()}') TO ('{hi.isoformat()}')")
+                lo = hi
+            conn.execute("INSERT INTO public.metrics SELECT t, (extract(hour FROM t))::int % 4, extract(day FROM t) "
+                         "FROM generate_series('2023-11-05 00:00+00'::timestamptz, '2024-03-03 23:00+00', '1 hour') t")
+            months = dict(conn.execute("SELECT to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM'), count(*) FROM public.metrics "
+                                       "GROUP BY 1").fetchall())
+        settings = settings_for(dsn, lake, partitioned_tables=["public.metrics"])
+        with Engine(settings, clock=lambda: datetime(2026, 6, 1, tzinfo=UTC)) as engine:
+            assert not engine.run().failed
+        yield {"lake": lake, "months": months}
+    finally:
+        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _duck():
+    import duckdb
+
+    from shared_code.query import _extension
+
+    conn = duckdb.connect()
+    conn.execute(f"LOAD '{_extension('duckdb_extension_delta')}'")
+    return conn
+
+
+def test_duckdb_examples_run(doc_archive):
+    lake = str(doc_archive["lake"])
+    local = [b for text in (QUERYING, README) for b in _blocks(text, "sql") if DOC_LAKE in b]
+    assert len(local) >= 3
+    for block in local:
+        rows = _duck().execute(block.replace(DOC_LAKE, lake)).fetchall()
+        assert rows, block
+    per_month = _duck().execute(local[0].replace(DOC_LAKE, lake)).fetchall()
+    assert {f"{y}-{m:02d}": n for y, m, n in per_month} == doc_archive["months"]
+    december = _duck().execute(local[1].replace(DOC_LAKE, lake)).fetchall()
+    assert december == [(2023, 12, doc_archive["months"]["2023-12"])]  # the folder holds exactly December
+
+
+def test_python_examples_run(doc_archive, capsys):
+    blocks = [b for b in _blocks(QUERYING, "python") if DOC_LAKE in b]
+    assert len(blocks) == 2
+    for block in blocks:
+        exec(compile(block.replace(DOC_LAKE, str(doc_archive["lake"])), "querying.md", "exec"), {})
+    printed = capsys.readouterr().out
+    assert printed.startswith(f"{doc_archive['months']['2023-12']} ")
+    assert "public.metrics_p" in printed
+
+
+def test_tsarchive_query_examples_run(doc_archive):
+    import shlex
+    import subprocess
+
+    from .conftest import TSARCHIVE
+
+    lines = [line for text in (QUERYING, README) for block in _blocks(text, "bash") for line in block.splitlines()
+             if line.startswith("tsarchive query")]
+    assert len(lines) >= 3
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ARCHIVER_")}
+    env["ARCHIVER_LAKE_URL"] = doc_archive["lake"].as_uri()
+    for line in lines:
+        args = shlex.split(line.split("  #", 1)[0])
+        result = subprocess.run([TSARCHIVE, *args[1:]], env=env, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0 and result.stdout.strip(), (line, result.stderr)
+
+
+def test_azure_paths_in_the_docs_are_the_ones_written():
+    from shared_code.lake import Lake
+    from shared_code.layout import table_dir
+
+    lake = Lake(AZURE_LAKE)
+    folder = table_dir("", "public", "metrics")
+    uri = lake.delta_uri(folder)
+    assert uri == f"{AZURE_LAKE}/public.metrics"
+    assert QUERYING.count(f"'{uri}'") >= 2  # DuckDB and Databricks
+    https = f"https://acct.dfs.core.windows.net/archive/timescale/{folder}/"
+    assert f"'{https}'" in QUERYING and f"'{https}year=*/month=*/*.parquet'" in QUERYING  # Synapse: Delta and Parquet
+    assert "archive/timescale/public.metrics" in QUERYING  # Fabric shortcut folder
