@@ -171,12 +171,17 @@ class Lake:
             return options
         return {"account_name": self.target.account or "", "bearer_token": self._storage_token()}
 
+    def _make_credential(self) -> Any:
+        """The managed identity (a user-assigned one by client id), falling back to the developer's login."""
+        from azure.identity import DefaultAzureCredential
+
+        if self._client_id:
+            return DefaultAzureCredential(managed_identity_client_id=self._client_id)
+        return DefaultAzureCredential()
+
     def _storage_token(self) -> str:
         if self._credential is None:
-            from azure.identity import DefaultAzureCredential
-
-            self._credential = DefaultAzureCredential(managed_identity_client_id=self._client_id) if self._client_id \
-                else DefaultAzureCredential()
+            self._credential = self._make_credential()
         try:
             return self._credential.get_token("https://storage.azure.com/.default").token
         except Exception as error:  # noqa: BLE001 - azure-identity raises several unrelated classes
