@@ -211,7 +211,7 @@ def jobs(state: list[str] = typer.Option(None, "--state", help="Filter by state 
 @app.command()
 def verify(job: list[int] = typer.Option(None, "--job", help="Only these job ids (repeatable)."),
            hypertable: str = typer.Option(None, "--hypertable"), as_json: bool = JsonOpt) -> None:
-    """Re-read archived files: existence, SHA-256 and footer row counts against the ledger."""
+    """Re-read archived files (existence, SHA-256, footer rows) and each Delta table against the ledger."""
     with _engine() as engine:
         results = _guard(lambda: engine.verify(job or None, table=hypertable))
     bad = [r for r in results if r.outcome != "done"]
@@ -220,7 +220,7 @@ def verify(job: list[int] = typer.Option(None, "--job", help="Only these job ids
     else:
         typer.echo(f"verified {len(results)} archive(s): {len(results) - len(bad)} ok, {len(bad)} failed")
         for r in bad:
-            typer.echo(f"  job {r.job_id} {r.chunk}: {r.detail}", err=True)
+            typer.echo(f"  {f'job {r.job_id}' if r.job_id else 'table'} {r.chunk}: {r.detail}", err=True)
     if bad:
         raise typer.Exit(1)
 

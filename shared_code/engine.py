@@ -449,7 +449,22 @@ class Engine:
             results.append(StepResult(job.id, job.chunk.qualified_chunk, "verify", "failed" if problems else "done",
                                       "; ".join(problems) or "ok", rows=job.row_count or 0, bytes=job.byte_count or 0,
                                       seconds=time.monotonic() - started))
+        for table_path, live in sorted(active.items()):
+            strays = self._uncommitted_files(table_path, live)
+            if strays:
+                results.append(StepResult(0, table_path, "verify", "failed",
+                                          f"{len(strays)} visible data file(s) no Delta commit holds, e.g. {strays[0]}: "
+                                          "plain Parquet readers would see their rows. They are left by an interrupted "
+                                          "archive; the next run of its job removes them."))
         return results
+
+    def _uncommitted_files(self, table_path: str, live: dict[str, int], min_age_s: float = 3600) -> list[str]:
+        """Visible data files of a table that no commit holds and no archive is still writing (older than an hour)."""
+        prefix = table_path + "/"
+        ages = self.lake.file_ages(table_path, time.time())
+        return sorted(path for path, age in ages.items() if path.endswith(".parquet") and age >= min_age_s
+                      and not any(part.startswith(("_", ".")) for part in path[len(prefix):].split("/"))
+                      and path[len(prefix):] not in live)
 
     # -- drop -----------------------------------------------------------------------------------
     def drop_blocker(self, job: Job, entries: list[PlanEntry] | None = None) -> str | None:

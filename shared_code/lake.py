@@ -261,6 +261,18 @@ class Lake:
         root = self.target.root + "/"
         return sorted(i.path.removeprefix(root) for i in infos if i.type == pafs.FileType.File)
 
+    def file_ages(self, relative_dir: str, now: float) -> dict[str, float]:
+        """Files under a folder with their age in seconds (from the storage's modification time)."""
+        from pyarrow import fs as pafs
+
+        try:
+            infos = self.fs.get_file_info(pafs.FileSelector(self.path(relative_dir), recursive=True, allow_not_found=True))
+        except FileNotFoundError:
+            return {}
+        root = self.target.root + "/"
+        return {i.path.removeprefix(root): now - (i.mtime.timestamp() if i.mtime else now)
+                for i in infos if i.type == pafs.FileType.File}
+
     def check(self) -> None:
         """Raise LakeError unless the lake root is reachable."""
         try:

@@ -6,6 +6,7 @@ Real PostgreSQL 15 and TimescaleDB; every clock is injected, so nothing depends 
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 from datetime import UTC, datetime, timedelta
@@ -316,3 +317,22 @@ def test_query_command(pg_dsn, tmp_path):
     empty = subprocess.run([TSARCHIVE, "query", "SELECT 1"], env={**query_env, "ARCHIVER_LAKE_URL": (tmp_path / "none").as_uri()},
                            capture_output=True, text=True)
     assert empty.returncode == 0 and "1" in empty.stdout
+
+
+def test_verify_reports_visible_files_no_commit_holds(pg_dsn, tmp_path):
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        make_months(conn, datetime(2023, 1, 1, tzinfo=UTC), 2, per_month=5)
+    lake = tmp_path / "lake"
+    settings = settings_for(pg_dsn, lake, partitioned_tables=["public.events"])
+    with Engine(settings, clock=lambda: NOW) as engine:
+        assert not engine.run(drop=False).failed
+        assert all(r.outcome == "done" for r in engine.verify())
+        committed = next(p for p in visible_files(lake) if p.suffix == ".parquet")
+        fresh = committed.with_name(committed.name.replace("-p000", "-p001"))
+        fresh.write_bytes(committed.read_bytes())  # as an archive in flight would, between its move and its commit
+        assert all(r.outcome == "done" for r in engine.verify())  # too young to call it stray
+        hours_ago = datetime.now(UTC).timestamp() - 7200
+        os.utime(fresh, (hours_ago, hours_ago))
+        strays = [r for r in engine.verify() if r.outcome == "failed"]
+    assert len(strays) == 1 and strays[0].chunk == "public.events" and fresh.name in strays[0].detail
+    assert len(plain_parquet_rows(lake / "public.events", "ts")) == 15  # the stray's rows would be seen twice
