@@ -311,6 +311,10 @@ class Engine:
         crash_point("after_commit")
         for path in previous:  # replaced by this commit: no plain-Parquet reader may see them any more
             self.lake.delete(layout.in_lake(path))
+        if not job.table_path:  # archived before the Delta layout: its old files now duplicate the committed rows
+            for path in [*job.lake_paths, *([job.manifest_path] if job.manifest_path else [])]:
+                if path != layout.manifest():
+                    self.lake.delete(path)
         self.lake.delete_tree(writer.staging_dir)
         files = [FileEntry(layout.in_lake(f.path), f.rows, f.size, f.sha256, w.row_groups)
                  for f, w in zip(data_files, writer.files, strict=True)]
@@ -446,8 +450,9 @@ class Engine:
                 continue
             started = time.monotonic()
             problems = self.check_archive(job, active=active)
+            ok = "ok" if job.table_path else "ok (archived before the Delta layout: Parquet files outside the table)"
             results.append(StepResult(job.id, job.chunk.qualified_chunk, "verify", "failed" if problems else "done",
-                                      "; ".join(problems) or "ok", rows=job.row_count or 0, bytes=job.byte_count or 0,
+                                      "; ".join(problems) or ok, rows=job.row_count or 0, bytes=job.byte_count or 0,
                                       seconds=time.monotonic() - started))
         for table_path, live in sorted(active.items()):
             strays = self._uncommitted_files(table_path, live)
@@ -543,6 +548,8 @@ class Engine:
         s = self.settings
         name = job.chunk.qualified_chunk
         problems = self.check_archive(job, checksum=s.drop_recheck == "checksum")
+        if not job.table_path and db.relation_exists(self.conn, job.chunk_schema, job.chunk_name):
+            problems.append("archived in the layout before Delta Lake tables; archiving it again into its table")
         if problems and db.relation_exists(self.conn, job.chunk_schema, job.chunk_name):
             raise VerificationError("archive re-check failed: " + "; ".join(problems))
         if problems:

@@ -336,3 +336,39 @@ def test_verify_reports_visible_files_no_commit_holds(pg_dsn, tmp_path):
         strays = [r for r in engine.verify() if r.outcome == "failed"]
     assert len(strays) == 1 and strays[0].chunk == "public.events" and fresh.name in strays[0].detail
     assert len(plain_parquet_rows(lake / "public.events", "ts")) == 15  # the stray's rows would be seen twice
+
+
+def test_a_chunk_archived_in_the_layout_before_delta_is_moved_into_the_table_before_its_drop(pg_dsn, tmp_path):
+    import hashlib
+    import shutil
+
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        make_months(conn, datetime(2023, 1, 1, tzinfo=UTC), 1, per_month=8)
+        expected = rows_key(conn.execute("SELECT * FROM public.events"))
+    lake = tmp_path / "lake"
+    settings = settings_for(pg_dsn, lake, partitioned_tables=["public.events"])
+    with Engine(settings, clock=lambda: NOW) as engine:
+        assert not engine.run(drop=False).failed
+    # Turn that archive into what the earlier release wrote: one Hive file, a manifest beside it, no Delta table.
+    (job,) = ledger_jobs(pg_dsn)
+    legacy = "public.events/year=2023/month=01/20230101T000000Z_20230201T000000Z-events_2023_01-j1.parquet"
+    legacy_manifest = "public.events/year=2023/month=01/_20230101T000000Z_20230201T000000Z-events_2023_01-j1.manifest.json"
+    (lake / legacy).parent.mkdir(parents=True)
+    shutil.copy(lake / job.lake_paths[0], lake / legacy)
+    shutil.copy(lake / job.manifest_path, lake / legacy_manifest)
+    shutil.rmtree(lake / "public.events" / "_delta_log")
+    shutil.rmtree(lake / "public.events" / "year=2023" / "month=1")
+    digest = hashlib.sha256((lake / legacy).read_bytes()).hexdigest()
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute("UPDATE archiver.jobs SET table_path = NULL, delta_version = NULL, lake_paths = %s, checksums = %s, "
+                     "manifest_path = %s", (json.dumps([legacy]), json.dumps({legacy: digest}), legacy_manifest))
+
+    with Engine(settings, clock=lambda: NOW) as engine:
+        report = engine.run()
+        assert not report.failed, report.failed
+        assert all(r.outcome == "done" for r in engine.verify())
+    (job,) = ledger_jobs(pg_dsn)
+    assert job.state == JobState.DROPPED and job.table_path == "public.events" and job.delta_version == 0
+    assert not (lake / legacy).exists() and not (lake / legacy_manifest).exists()
+    assert delta_rows(lake / "public.events") == expected
+    assert plain_parquet_rows(lake / "public.events", "ts, device, value, note") == expected
