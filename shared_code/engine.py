@@ -325,12 +325,10 @@ class Engine:
         self.lake.move(manifest_staging, layout.manifest())
         crash_point("after_manifest")
         nbytes = sum(f.bytes for f in files)
-        job = self.ledger.transition(
-            job.id, [JobState.ARCHIVING], JobState.ARCHIVED, lake_paths=[f.path for f in files],
-            manifest_path=layout.manifest(), row_count=fp.rows, byte_count=nbytes,
-            checksums={f.path: f.sha256 for f in files}, content_hash=fp.token, table_path=layout.table_dir,
-            delta_version=version, schema_fingerprint=fingerprint_schema, archived_at="now()", claimed_by_pid=None,
-            next_attempt_at=None,
+        job = self.ledger.mark_archived(
+            job.id, lake_paths=[f.path for f in files], checksums={f.path: f.sha256 for f in files},
+            manifest_path=layout.manifest(), row_count=fp.rows, byte_count=nbytes, content_hash=fp.token,
+            schema_fingerprint=fingerprint_schema, table_path=layout.table_dir, delta_version=version,
         )
         crash_point("after_archived")
         self.progress("archived", job, {"rows": fp.rows, "bytes": nbytes})

@@ -273,6 +273,17 @@ class Ledger:
             )
         return _job(row)
 
+    def mark_archived(self, job_id: int, *, lake_paths: list[str], checksums: dict[str, str], manifest_path: str,
+                      row_count: int, byte_count: int, content_hash: str, schema_fingerprint: str, table_path: str,
+                      delta_version: int) -> Job:
+        """archiving -> archived: the committed files, their checksums, and the Delta table version holding them."""
+        return self.transition(
+            job_id, [JobState.ARCHIVING], JobState.ARCHIVED, lake_paths=lake_paths, checksums=checksums,
+            manifest_path=manifest_path, row_count=row_count, byte_count=byte_count, content_hash=content_hash,
+            schema_fingerprint=schema_fingerprint, table_path=table_path, delta_version=delta_version,
+            archived_at="now()", claimed_by_pid=None, next_attempt_at=None,
+        )
+
     def enqueueable(self, requeue_after_s: int, max_attempts: int, table: str | None = None) -> list[Job]:
         """Jobs a planner should (re)send: new, retry-ready, or archived and not dropped for a while."""
         query = sql.SQL(
