@@ -16,6 +16,7 @@ import duckdb
 import psycopg
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 from deltalake import DeltaTable
 
 from shared_code.engine import Engine
@@ -372,3 +373,29 @@ def test_a_chunk_archived_in_the_layout_before_delta_is_moved_into_the_table_bef
     assert not (lake / legacy).exists() and not (lake / legacy_manifest).exists()
     assert delta_rows(lake / "public.events") == expected
     assert plain_parquet_rows(lake / "public.events", "ts, device, value, note") == expected
+
+
+@pytest.mark.parametrize("key_type", ["date", "timestamp", "timestamptz"])
+def test_partition_truth_for_every_time_type(pg_dsn, tmp_path, key_type):
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute("SET TimeZone = 'America/New_York'")  # session time zones must not move rows between months
+        conn.execute(f"CREATE TABLE public.days (day {key_type} NOT NULL, v int) PARTITION BY RANGE (day)")
+        conn.execute("CREATE TABLE public.days_p PARTITION OF public.days FOR VALUES FROM ('2023-12-15') TO ('2024-01-15')")
+        conn.execute("INSERT INTO public.days SELECT g, 1 FROM generate_series('2023-12-15'::timestamp, "
+                     "'2024-01-14 23:00', '1 hour') g")
+        months = dict(conn.execute("SELECT CASE WHEN %s = 'timestamptz' THEN to_char(day AT TIME ZONE 'UTC', 'YYYY-MM') "
+                                   "ELSE to_char(day, 'YYYY-MM') END, count(*) FROM public.days GROUP BY 1",
+                                   (key_type,)).fetchall())
+    lake = tmp_path / "lake"
+    settings = settings_for(pg_dsn, lake, partitioned_tables=["public.days"])
+    with Engine(settings, clock=lambda: NOW) as engine:
+        assert not engine.run().failed
+    folders = {}
+    for file in (p for p in visible_files(lake) if p.suffix == ".parquet"):
+        year, month = (int(x) for x in re.search(r"year=(\d{4})/month=(\d{1,2})/", str(file)).groups())
+        values = pq.read_table(file).column("day")
+        stamps = [v.as_py() for v in (pa.compute.min(values), pa.compute.max(values))]
+        stamps = [s.astimezone(UTC) if isinstance(s, datetime) else s for s in stamps]
+        assert {(s.year, s.month) for s in stamps} == {(year, month)}, file
+        folders[f"{year}-{month:02d}"] = folders.get(f"{year}-{month:02d}", 0) + pq.read_metadata(file).num_rows
+    assert folders == months and len(months) >= 2
