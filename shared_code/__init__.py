@@ -1,3 +1,3 @@
 """TimescaleDB archiver engine: plan, archive to Parquet, verify, drop."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -101,10 +101,7 @@ def retention_status(engine: Engine) -> ApiResponse:
 
 def archival_status(engine: Engine) -> ApiResponse:
     engine.init()
-    rows = engine.conn.execute(
-        f"SELECT state, count(*), coalesce(sum(row_count), 0), coalesce(sum(byte_count), 0), max(updated_at) "
-        f"FROM {engine.settings.ledger_schema}.jobs GROUP BY state"
-    ).fetchall()
+    rows = engine.ledger.state_counts()
     states = {str(s): 0 for s in JobState}
     last = None
     for state, count, _, _, updated in rows:
@@ -130,28 +127,7 @@ def archival_events(engine: Engine, params: dict[str, str]) -> ApiResponse:
 
 def archival_metrics(engine: Engine) -> ApiResponse:
     engine.init()
-    schema = engine.settings.ledger_schema
-    row = engine.conn.execute(
-        f"""
-        SELECT count(*) FILTER (WHERE state IN ('archived', 'dropped')),
-               count(*) FILTER (WHERE state = 'dropped'),
-               count(*) FILTER (WHERE state = 'failed'),
-               count(*) FILTER (WHERE state = 'failed' AND attempts >= %s),
-               count(*) FILTER (WHERE state = 'blocked'),
-               count(*) FILTER (WHERE state IN ('planned', 'archiving', 'failed')),
-               coalesce(sum(row_count) FILTER (WHERE state IN ('archived', 'dropped')), 0),
-               coalesce(sum(byte_count) FILTER (WHERE state IN ('archived', 'dropped')), 0),
-               coalesce(avg(extract(epoch FROM archived_at - claimed_at)) FILTER (WHERE archived_at >= claimed_at), 0),
-               coalesce(max(extract(epoch FROM archived_at - claimed_at)) FILTER (WHERE archived_at >= claimed_at), 0)
-        FROM {schema}.jobs
-        """,
-        (engine.settings.max_attempts,),
-    ).fetchone()
-    assert row is not None
-    keys = ["chunks_archived", "chunks_dropped", "chunks_failed", "chunks_failed_permanently", "chunks_blocked",
-            "backlog", "rows_archived", "bytes_archived", "archive_seconds_avg", "archive_seconds_max"]
-    values = [float(v) if k.startswith("archive_seconds") else int(v) for k, v in zip(keys, row, strict=True)]
-    return ApiResponse(200, dict(zip(keys, values, strict=True)))
+    return ApiResponse(200, engine.ledger.metrics(engine.settings.max_attempts))
 
 
 def retry(engine: Engine, transport: Transport, job_id: str) -> ApiResponse:

@@ -70,6 +70,29 @@ def has_timescaledb(conn: psycopg.Connection) -> bool:
     return conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'").fetchone() is not None
 
 
+def compressed_relation(conn: psycopg.Connection, schema: str, name: str) -> tuple[str, str] | None:
+    """The TimescaleDB relation holding a chunk's compressed rows, if it has one."""
+    if not has_timescaledb(conn):
+        return None
+    row = conn.execute(
+        "SELECT cc.schema_name::text, cc.table_name::text FROM _timescaledb_catalog.chunk c "
+        "JOIN _timescaledb_catalog.chunk cc ON cc.id = c.compressed_chunk_id "
+        "WHERE c.schema_name = %s AND c.table_name = %s",
+        (schema, name),
+    ).fetchone()
+    return (str(row[0]), str(row[1])) if row else None
+
+
+def heap_pages(conn: psycopg.Connection, schema: str, name: str) -> int:
+    """Pages in a relation's own heap (0 for a partitioned table, which has none)."""
+    row = conn.execute(
+        "SELECT CASE WHEN c.relkind IN ('r', 'm') THEN pg_relation_size(c.oid) / current_setting('block_size')::int "
+        "ELSE 0 END FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s",
+        (schema, name),
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
 def relation_exists(conn: psycopg.Connection, schema: str, name: str) -> bool:
     row = conn.execute(
         "SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s",

@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
-from psycopg import errors as pgerrors
-from psycopg import sql
 
 from . import db, telemetry
+from .archive_check import ArchiveChecker
 from .archive_writer import ChunkFileWriter
 from .delta_table import ArchiveTable
+from .dropper import ChunkDropper
 from .errors import (
     ArchiverError,
     JobStateError,
@@ -25,6 +27,7 @@ from .errors import (
     UnsupportedTypeError,
     VerificationError,
 )
+from .extract import Extractor
 from .faults import crash_point
 from .lake import Lake
 from .layout import ChunkLayout, chunk_layout
@@ -34,6 +37,9 @@ from .partitioning import PartitionSpec, month_keys
 from .planning import Decision, PlanEntry, TablePolicy, cutoff_for, plan, table_selected
 from .settings import Settings
 from .typemap import ColumnPlan, plan_columns, schema_fingerprint
+
+if TYPE_CHECKING:
+    from .delta_table import DataFile
 
 log = logging.getLogger("tsarchive")
 
@@ -94,6 +100,12 @@ def plan_entry_dict(entry: PlanEntry) -> dict[str, Any]:
     }
 
 
+def archive_digest(files: list[DataFile]) -> str:
+    """The archive's content identity: SHA-256 over its files' SHA-256 and row counts, in path order."""
+    text = "\n".join(f"{f.path} {f.sha256} {f.rows}" for f in sorted(files, key=lambda f: f.path))
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
 def retry_delay(settings: Settings, attempts: int) -> timedelta:
     """Exponential backoff from ARCHIVER_RETRY_BACKOFF_SECONDS, capped at one hour."""
     return timedelta(seconds=min(3600, settings.retry_backoff_seconds * 2 ** max(attempts - 1, 0)))
@@ -120,11 +132,20 @@ class Engine:
         conn_string = settings.lake_connection_string.get_secret_value() if settings.lake_connection_string else None
         self.lake = lake or Lake(settings.lake_url, conn_string, settings.lake_client_id)
         self._migrated = False
-        # The WASM TimescaleDB build runs one transaction at a time, so a second snapshot-sharing scan would wait forever.
-        self.parallel_fingerprint = settings.parallel_fingerprint and not db.serializes_transactions(self.conn)
+        # The WASM TimescaleDB build runs one transaction at a time, so a second snapshot-sharing stream would wait forever.
+        self.serial = db.serializes_transactions(self.conn)  # then also one chunk at a time
+        streams = 1 if self.serial else settings.extract_streams
+        self.extractor = Extractor(settings.database_dsn, batch_size_bytes=settings.batch_size_bytes,
+                                   max_streams=streams)
+        self.dropper = ChunkDropper(self.conn, self.ledger, lock_timeout_ms=settings.lock_timeout_ms,
+                                    drop_lock_timeout_ms=settings.drop_lock_timeout_ms, retries=settings.drop_retries,
+                                    unsupported_as_text=settings.unsupported_as_text)
 
     def close(self) -> None:
-        self.conn.close()
+        try:
+            self.extractor.close()
+        finally:
+            self.conn.close()
 
     def __enter__(self) -> Engine:
         return self
@@ -189,15 +210,13 @@ class Engine:
     def record_plan(self, entries: list[PlanEntry]) -> list[Job]:
         """Write due and blocked chunks to the ledger; existing jobs keep their progress."""
         self._ensure_ledger()
-        jobs = []
+        states = {Decision.DUE: JobState.PLANNED, Decision.BLOCKED: JobState.BLOCKED}
+        jobs = self.ledger.record_many([(e.chunk, states[e.decision], e.reason if e.decision == Decision.BLOCKED else "")
+                                        for e in entries if e.decision in states])
         backlog: dict[str, int] = {}
-        for entry in entries:
-            if entry.decision == Decision.DUE:
-                job = self.ledger.record(entry.chunk, JobState.PLANNED)
-                jobs.append(job)
-                backlog[job.table] = backlog.get(job.table, 0) + (job.state != JobState.ARCHIVED)
-            elif entry.decision == Decision.BLOCKED:
-                jobs.append(self.ledger.record(entry.chunk, JobState.BLOCKED, entry.reason))
+        for job in jobs:
+            if job.state not in (JobState.BLOCKED, JobState.ARCHIVED):
+                backlog[job.table] = backlog.get(job.table, 0) + 1
         for table in {e.chunk.table for e in entries}:
             telemetry.set_backlog(table, backlog.get(table, 0))
         return jobs
@@ -213,8 +232,7 @@ class Engine:
         message = _first_line(error)
         backoff = retry_delay(self.settings, job.attempts)
         try:
-            self.ledger.transition(job.id, [JobState.ARCHIVING], JobState.FAILED, last_error=message,
-                                   next_attempt_at=self.clock() + backoff, claimed_by_pid=None)
+            self.ledger.mark_failed(job.id, message, self.clock() + backoff)
         except JobStateError:
             pass
         log.error("job %s %s failed: %s", job.id, step, message, extra={"job_id": job.id})
@@ -245,8 +263,7 @@ class Engine:
             if job.state == JobState.BLOCKED:
                 return StepResult(job_id, name, "archive", "skipped", f"blocked: {job.reason}")
             sources = [JobState.PLANNED, JobState.FAILED, JobState.ARCHIVING] + ([JobState.ARCHIVED] if rearchive else [])
-            job = self.ledger.transition(job_id, sources, JobState.ARCHIVING, attempts=job.attempts + 1,
-                                         claimed_by_pid=self.conn.info.backend_pid, claimed_at="now()", last_error=None)
+            job = self.ledger.start_archiving(job, sources, self.conn.info.backend_pid)
             crash_point("after_claim")
             self.progress("archiving", job, {})
             with telemetry.span("archive", job_id=job.id, table=job.table, chunk=name, attempt=job.attempts):
@@ -282,23 +299,23 @@ class Engine:
         self._sweep_uncommitted(job, layout, table)
         token = uuid.uuid4().hex[:8]
         with telemetry.span("extract", job_id=job.id, chunk=job.chunk.qualified_chunk):
-            writer, fp = self._write_files(job, plans, layout, table.spec, manifest, token)
+            writer, snapshot = self._write_files(job, plans, layout, table.spec, manifest, token)
         committed = False
         try:
             crash_point("after_temp_write")
             with telemetry.span("verify", job_id=job.id, files=len(writer.files)):
-                if writer.rows != fp.rows:
-                    raise VerificationError(f"extracted {writer.rows} rows but the snapshot holds {fp.rows}")
                 writer.verify()
             with telemetry.span("publish", job_id=job.id, files=len(writer.files)):
                 table.evolve(writer.schema.remove_metadata())
                 data_files = writer.publish()
                 crash_point("before_commit")
                 previous = {p: size for p, size in table.active_files().items() if layout.is_job_file(p)}
+                digest = archive_digest(data_files)
                 commit = {
                     "token": f"{job.id}-{token}", "job_id": job.id, "source_table": job.table,
                     "source_chunk": job.chunk.qualified_chunk, "range_start": manifest.range_start,
-                    "range_end": manifest.range_end, "rows": fp.rows, "content_hash": fp.token,
+                    "range_end": manifest.range_end, "rows": writer.rows, "content_hash": digest,
+                    "snapshot": snapshot,
                     "files": [{"path": f.path, "rows": f.rows, "bytes": f.size, "sha256": f.sha256} for f in data_files],
                     "replaces": sorted(previous), "tool": manifest.tool,
                 }
@@ -318,7 +335,7 @@ class Engine:
         self.lake.delete_tree(writer.staging_dir)
         files = [FileEntry(layout.in_lake(f.path), f.rows, f.size, f.sha256, w.row_groups)
                  for f, w in zip(data_files, writer.files, strict=True)]
-        manifest.files, manifest.rows, manifest.content_hash = files, fp.rows, fp.token
+        manifest.files, manifest.rows, manifest.content_hash = files, writer.rows, digest
         manifest.created_at, manifest.delta_version = self.clock().isoformat(), version
         manifest_staging = f"{writer.staging_dir}-manifest.json"
         self.lake.write_bytes(manifest_staging, manifest.to_json().encode())
@@ -327,15 +344,16 @@ class Engine:
         nbytes = sum(f.bytes for f in files)
         job = self.ledger.mark_archived(
             job.id, lake_paths=[f.path for f in files], checksums={f.path: f.sha256 for f in files},
-            manifest_path=layout.manifest(), row_count=fp.rows, byte_count=nbytes, content_hash=fp.token,
+            manifest_path=layout.manifest(), row_count=writer.rows, byte_count=nbytes, content_hash=digest,
             schema_fingerprint=fingerprint_schema, table_path=layout.table_dir, delta_version=version,
+            archive_snapshot=snapshot,
         )
         crash_point("after_archived")
-        self.progress("archived", job, {"rows": fp.rows, "bytes": nbytes})
-        log.info("job %s archived %s rows to %s (version %s)", job.id, fp.rows, layout.table_dir, version,
+        self.progress("archived", job, {"rows": writer.rows, "bytes": nbytes})
+        log.info("job %s archived %s rows to %s (version %s)", job.id, writer.rows, layout.table_dir, version,
                  extra={"job_id": job.id})
         return StepResult(job.id, job.chunk.qualified_chunk, "archive", "done",
-                          f"{len(files)} file(s), table version {version}", rows=fp.rows, bytes=nbytes,
+                          f"{len(files)} file(s), table version {version}", rows=writer.rows, bytes=nbytes,
                           seconds=time.monotonic() - started)
 
     def _archive_table(self, job: Job, layout: ChunkLayout, source_columns: list[str]) -> ArchiveTable:
@@ -369,105 +387,60 @@ class Engine:
         return [spec.folder(k) for k in keys] + [spec.folder((None,) * len(spec.columns))]
 
     def _write_files(self, job: Job, plans: list[ColumnPlan], layout: ChunkLayout, spec: PartitionSpec,
-                     manifest: Manifest, token: str) -> tuple[ChunkFileWriter, Any]:
-        """Stream the chunk's snapshot into staged files, one or more per partition."""
-        from .extract import open_snapshot
-
+                     manifest: Manifest, token: str) -> tuple[ChunkFileWriter, str]:
+        """Stream the chunk's snapshot into staged files, one or more per partition; the snapshot's pg_snapshot text."""
         s = self.settings
         meta = {PARQUET_KEY: manifest.embedded()}
-        with open_snapshot(s.database_dsn(), job.chunk_schema, job.chunk_name, plans, s.batch_size_bytes, meta,
-                           parallel_fingerprint=self.parallel_fingerprint) as snap:
+        # A compressed chunk is read through decompression, not its heap: one stream.
+        compressed = db.compressed_relation(self.conn, job.chunk_schema, job.chunk_name)
+        pages = 0 if compressed else db.heap_pages(self.conn, job.chunk_schema, job.chunk_name)
+        with self.extractor.snapshot(job.chunk_schema, job.chunk_name, plans, meta, pages=pages) as snap:
             writer = ChunkFileWriter(
                 self.lake, layout, spec, snap.schema, job_id=job.id, token=token, row_group_rows=s.row_group_rows,
                 max_file_bytes=s.max_file_bytes, zstd_level=s.zstd_level,
                 chunk_start=job.range_start if isinstance(job.range_start, int) else None,
             )
             try:
-                with telemetry.span("write", job_id=job.id):
+                with telemetry.span("write", job_id=job.id, streams=snap.streams):
                     for batch in snap.batches:
                         writer.write(batch)
                     writer.close()
-                fp = snap.fingerprint()
             except BaseException:
                 writer.abort()
                 raise
-        return writer, fp
+        return writer, snap.snapshot
 
     # -- verify ---------------------------------------------------------------------------------
-    def check_archive(self, job: Job, *, checksum: bool = True, active: dict[str, dict[str, int]] | None = None) -> list[str]:
-        """Problems with a job's archive; empty when its files match the ledger and are live in the Delta table.
+    def checker(self) -> ArchiveChecker:
+        return ArchiveChecker(self.lake, self._layout)
 
-        `active` caches each table's live files across jobs (table folder -> {path: size}).
-        """
-        import pyarrow.parquet as pq
-
-        problems, rows = [], 0
-        if not job.lake_paths and job.row_count != 0:
-            return ["no lake files recorded"]
-        for path in job.lake_paths:
-            try:
-                size = self.lake.size(path)
-                if size is None:
-                    problems.append(f"{path}: missing")
-                    continue
-                if checksum and self.lake.sha256(path) != job.checksums.get(path):
-                    problems.append(f"{path}: checksum differs from the ledger")
-                with self.lake.open_read(path) as handle:
-                    meta = pq.ParquetFile(handle).metadata
-                    rows += meta.num_rows
-            except (OSError, ValueError) as error:  # pyarrow raises ArrowInvalid (a ValueError) on a bad footer
-                problems.append(f"{path}: unreadable ({_first_line(error)})")
-        if not problems and rows != job.row_count:
-            problems.append(f"footers hold {rows} rows, the ledger {job.row_count}")
-        if job.table_path:
-            problems.extend(self._check_table_holds(job, active if active is not None else {}))
-        return problems
-
-    def _check_table_holds(self, job: Job, active: dict[str, dict[str, int]]) -> list[str]:
-        """The Delta table's latest version holds exactly this job's recorded files."""
-        assert job.table_path is not None
-        if job.table_path not in active:
-            time_spec = PartitionSpec("", (), integer=False)  # listing live files needs no partition knowledge
-            active[job.table_path] = ArchiveTable(self.lake, job.table_path, time_spec, source=job.table).active_files()
-        live = active[job.table_path]
-        layout = self._layout(job)
-        recorded = {layout.in_table(p) for p in job.lake_paths}
-        problems = [f"{layout.in_lake(p)}: not in the Delta table's latest version" for p in sorted(recorded - set(live))]
-        strays = sorted(p for p in live if layout.is_job_file(p) and p not in recorded)
-        problems.extend(f"{layout.in_lake(p)}: in the Delta table but not in the ledger" for p in strays)
-        return problems
+    def check_archive(self, job: Job, *, checksum: bool = True) -> list[str]:
+        """Problems with a job's archive; empty when its files match the ledger and are live in the Delta table."""
+        return self.checker().problems(job, checksum=checksum)
 
     def verify(self, job_ids: list[int] | None = None, table: str | None = None) -> list[StepResult]:
         self._ensure_ledger()
         jobs = [self.ledger.get(i) for i in job_ids] if job_ids else self.ledger.jobs(
             [JobState.ARCHIVED, JobState.DROPPED], table=table, limit=1_000_000)
         results = []
-        active: dict[str, dict[str, int]] = {}
+        checker = self.checker()
         for job in jobs:
             if job is None:
                 continue
             started = time.monotonic()
-            problems = self.check_archive(job, active=active)
+            problems = checker.problems(job)
             ok = "ok" if job.table_path else "ok (archived before the Delta layout: Parquet files outside the table)"
             results.append(StepResult(job.id, job.chunk.qualified_chunk, "verify", "failed" if problems else "done",
                                       "; ".join(problems) or ok, rows=job.row_count or 0, bytes=job.byte_count or 0,
                                       seconds=time.monotonic() - started))
-        for table_path, live in sorted(active.items()):
-            strays = self._uncommitted_files(table_path, live)
+        for table_path in sorted(checker.live):
+            strays = checker.uncommitted_files(table_path)
             if strays:
                 results.append(StepResult(0, table_path, "verify", "failed",
                                           f"{len(strays)} visible data file(s) no Delta commit holds, e.g. {strays[0]}: "
                                           "plain Parquet readers would see their rows. They are left by an interrupted "
                                           "archive; the next run of its job removes them."))
         return results
-
-    def _uncommitted_files(self, table_path: str, live: dict[str, int], min_age_s: float = 3600) -> list[str]:
-        """Visible data files of a table that no commit holds and no archive is still writing (older than an hour)."""
-        prefix = table_path + "/"
-        ages = self.lake.file_ages(table_path, time.time())
-        return sorted(path for path, age in ages.items() if path.endswith(".parquet") and age >= min_age_s
-                      and not any(part.startswith(("_", ".")) for part in path[len(prefix):].split("/"))
-                      and path[len(prefix):] not in live)
 
     # -- drop -----------------------------------------------------------------------------------
     def drop_blocker(self, job: Job, entries: list[PlanEntry] | None = None) -> str | None:
@@ -498,8 +471,7 @@ class Engine:
                 return StepResult(job_id, name, "drop", "skipped", f"not archived (state {job.state})")
             blocker = self.drop_blocker(job, entries)
             if blocker:
-                self.conn.execute(sql.SQL("UPDATE {}.jobs SET reason = %s, updated_at = now() WHERE id = %s").format(
-                    sql.Identifier(self.settings.ledger_schema)), (f"drop held: {blocker}", job.id))
+                self.ledger.hold_drop(job.id, blocker)
                 return StepResult(job_id, name, "drop", "skipped", f"kept: {blocker}")
             for _ in range(MAX_REARCHIVES + 1):
                 try:
@@ -534,8 +506,7 @@ class Engine:
         except (psycopg.Error, ArchiverError, OSError) as error:
             message = _first_line(error)
             try:
-                self.conn.execute(sql.SQL("UPDATE {}.jobs SET last_error = %s, updated_at = now() WHERE id = %s").format(
-                    sql.Identifier(self.settings.ledger_schema)), (f"drop: {message}", job.id))
+                self.ledger.note_error(job.id, f"drop: {message}")
             except psycopg.Error:
                 pass
             log.error("job %s drop failed: %s", job.id, message, extra={"job_id": job.id})
@@ -543,54 +514,26 @@ class Engine:
                               seconds=time.monotonic() - started)
 
     def _drop_archived(self, job: Job, started: float) -> StepResult:
-        s = self.settings
+        """Re-check the lake, then hand the chunk to the dropper (which proves it unchanged and drops it)."""
         name = job.chunk.qualified_chunk
-        problems = self.check_archive(job, checksum=s.drop_recheck == "checksum")
-        if not job.table_path and db.relation_exists(self.conn, job.chunk_schema, job.chunk_name):
+        problems = self.check_archive(job, checksum=self.settings.drop_recheck == "checksum")
+        exists = db.relation_exists(self.conn, job.chunk_schema, job.chunk_name)
+        if not job.table_path and exists:
             problems.append("archived in the layout before Delta Lake tables; archiving it again into its table")
-        if problems and db.relation_exists(self.conn, job.chunk_schema, job.chunk_name):
+        if problems and exists:
             raise VerificationError("archive re-check failed: " + "; ".join(problems))
         if problems:
             raise ArchiverError(f"{name} is gone but its archive fails the re-check: {'; '.join(problems)}")
-        attempt = 0
-        while True:
-            try:
-                with self.conn.transaction():
-                    self.conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(f"{s.lock_timeout_ms}ms")))
-                    if not db.relation_exists(self.conn, job.chunk_schema, job.chunk_name):
-                        self.ledger.transition(job.id, [JobState.ARCHIVED], JobState.DROPPED, dropped_at="now()",
-                                               reason="chunk was already gone")
-                        return StepResult(job.id, name, "drop", "done", "already gone", seconds=time.monotonic() - started)
-                    rel = db.relation(job.chunk_schema, job.chunk_name)
-                    self.conn.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(rel))
-                    columns = db.source_columns(self.conn, job.chunk_schema, job.chunk_name)
-                    if schema_fingerprint(columns) != job.schema_fingerprint:
-                        raise SourceChangedError(f"{name}: columns changed since it was archived")
-                    plans = plan_columns(columns, unsupported_as_text=s.unsupported_as_text)
-                    now_fp = db.fingerprint(self.conn, job.chunk_schema, job.chunk_name, plans)
-                    if now_fp.token != job.content_hash:
-                        raise SourceChangedError(
-                            f"{name}: rows changed since the archive snapshot ({job.row_count} archived, {now_fp.rows} now)"
-                        )
-                    self.conn.execute(sql.SQL("DROP TABLE {}").format(rel))
-                    self.ledger.transition(job.id, [JobState.ARCHIVED], JobState.DROPPED, dropped_at="now()",
-                                           last_error=None)
-                    crash_point("before_drop_commit")
-                break
-            except pgerrors.LockNotAvailable:
-                attempt += 1
-                if attempt > s.drop_retries:
-                    message = f"could not lock {name} within {s.lock_timeout_ms} ms after {attempt} tries; will retry"
-                    self.conn.execute(sql.SQL("UPDATE {}.jobs SET last_error = %s, updated_at = now() WHERE id = %s").format(
-                        sql.Identifier(s.ledger_schema)), (message, job.id))
-                    return StepResult(job.id, name, "drop", "failed", message, seconds=time.monotonic() - started)
-                time.sleep(min(0.2 * 2 ** attempt, 5.0))
-            except UnsupportedTypeError as error:
-                return StepResult(job.id, name, "drop", "failed", _first_line(error), seconds=time.monotonic() - started)
+        try:
+            outcome = self.dropper.drop(job)
+        except UnsupportedTypeError as error:
+            return StepResult(job.id, name, "drop", "failed", _first_line(error), seconds=time.monotonic() - started)
+        if not outcome.done:
+            return StepResult(job.id, name, "drop", "failed", outcome.detail, seconds=time.monotonic() - started)
         self.progress("dropped", job, {})
         log.info("job %s dropped %s", job.id, name, extra={"job_id": job.id})
-        return StepResult(job.id, name, "drop", "done", "", rows=job.row_count or 0, bytes=job.byte_count or 0,
-                          seconds=time.monotonic() - started)
+        return StepResult(job.id, name, "drop", "done", outcome.detail, rows=job.row_count or 0,
+                          bytes=job.byte_count or 0, seconds=time.monotonic() - started)
 
     # -- whole run ------------------------------------------------------------------------------
     def runnable_jobs(self, table: str | None = None) -> list[Job]:
@@ -603,8 +546,8 @@ class Engine:
             if job.state in (JobState.FAILED, JobState.ARCHIVING) and job.attempts >= self.settings.max_attempts:
                 if job.state == JobState.ARCHIVING and self.ledger.try_claim(job.id):  # its worker died, again
                     try:
-                        self.ledger.transition(job.id, [JobState.ARCHIVING], JobState.FAILED, claimed_by_pid=None,
-                                               last_error=f"the worker died during {job.attempts} attempts; retry by hand")
+                        self.ledger.mark_failed(job.id, f"the worker died during {job.attempts} attempts; retry by hand",
+                                                None)
                     finally:
                         self.ledger.release(job.id)
                 continue
@@ -642,19 +585,29 @@ class Engine:
         self.record_plan(entries)
         jobs = self.runnable_jobs(hypertable)
         self.progress("start", None, {"jobs": len(jobs)})
-        if self.settings.parallel_chunks <= 1 or len(jobs) <= 1:
+        lanes = 1 if self.serial else min(self.settings.parallel_chunks, len(jobs))
+        if lanes <= 1:
             for job in jobs:
                 report.steps.extend(self.process(job, drop=drop, entries=entries))
         else:
-            def work(batch: list[Job]) -> list[StepResult]:
+            pending, taking = iter(jobs), threading.Lock()
+
+            def work() -> list[StepResult]:
+                """One worker (own connections, kept for the run) taking the next job until none is left."""
+                results: list[StepResult] = []
                 with Engine(self.settings, clock=self.clock, progress=self.progress) as worker:
                     worker._migrated = True
-                    return [r for job in batch for r in worker.process(job, drop=drop, entries=entries)]
+                    while True:
+                        with taking:
+                            job = next(pending, None)
+                        if job is None:
+                            return results
+                        results.extend(worker.process(job, drop=drop, entries=entries))
 
-            lanes = [jobs[i::self.settings.parallel_chunks] for i in range(self.settings.parallel_chunks)]
-            with ThreadPoolExecutor(max_workers=len(lanes)) as pool:
-                for results in pool.map(work, [lane for lane in lanes if lane]):
-                    report.steps.extend(results)
+            with ThreadPoolExecutor(max_workers=lanes) as pool:
+                for results in [pool.submit(work) for _ in range(lanes)]:
+                    report.steps.extend(results.result())
+            report.steps.sort(key=lambda step: step.job_id)  # stable: each job's steps stay in order
         return report
 
     # -- status ---------------------------------------------------------------------------------

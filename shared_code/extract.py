@@ -5,15 +5,17 @@ Rows never become Python objects: ADBC decodes COPY binary into Arrow, and fix-u
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .db import SESSION_SETTINGS, Fingerprint, fingerprint_sql, parse_fingerprint, relation_sql
+from .db import SESSION_SETTINGS, relation_sql
 from .errors import ArchiverError, UnsupportedTypeError
 from .typemap import ColumnPlan
 
@@ -23,46 +25,29 @@ INT32_MAX = 2_147_483_647
 
 @dataclass
 class Snapshot:
-    """The consistent view an extraction reads: a batch stream and, from the same snapshot, the fingerprint."""
+    """The consistent view an extraction reads: its batches, and the pg_snapshot they were read in."""
 
     schema: pa.Schema
     batches: Iterator[pa.RecordBatch]
-    _fingerprint: Callable[[], Fingerprint]
-
-    def fingerprint(self) -> Fingerprint:
-        """Row count and content hash of the snapshot (waits for the parallel scan if there is one)."""
-        return self._fingerprint()
+    snapshot: str  # pg_current_snapshot() as text: the drop's change check compares rows against it
+    streams: int
 
 
-def _check_fingerprint(fp: Fingerprint) -> Fingerprint:
-    if fp.multidim_columns:
-        names = ", ".join(sorted(fp.multidim_columns))
+def _check_ndims(batch: pa.RecordBatch, plans: list[ColumnPlan]) -> None:
+    multidim = [p.name for p in plans if p.check_ndims and (pc.max(batch.column(p.ndims_column())).as_py() or 0) > 1]
+    if multidim:
         raise UnsupportedTypeError(
-            f"column(s) {names} hold multi-dimensional arrays, which Parquet lists cannot represent faithfully. "
-            "Store them as 1-D arrays or jsonb, then rerun."
+            f"column(s) {', '.join(sorted(multidim))} hold multi-dimensional arrays, which Parquet lists cannot "
+            "represent faithfully. Store them as 1-D arrays or jsonb, then rerun."
         )
-    return fp
 
 
-def _fingerprint_in_snapshot(dsn: str, snapshot_id: str, rel: str, plans: list[ColumnPlan]) -> Fingerprint:
-    """The fingerprint scan on a second connection that imports the extraction's snapshot, so both run at once."""
-    import psycopg
-    from psycopg import sql
-
-    with psycopg.connect(dsn, autocommit=True, prepare_threshold=None) as conn:
-        for setting, value in SESSION_SETTINGS.items():
-            conn.execute(sql.SQL("SET {} = {}").format(sql.SQL(setting), sql.Literal(value)))
-        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot_id)))
-        row = conn.execute(fingerprint_sql(rel, plans)).fetchone()
-        conn.execute("COMMIT")
-    assert row is not None
-    return parse_fingerprint(tuple(row), plans)
-
-
-def _select_sql(rel: str, plans: list[ColumnPlan], infinite: frozenset[str]) -> str:
+def _select_sql(rel: str, plans: list[ColumnPlan], infinite: frozenset[str], where: str = "") -> str:
     items = []
     for plan in plans:
+        if plan.check_ndims:
+            ident = '"' + plan.name.replace('"', '""') + '"'
+            items.append(f"array_ndims({ident}) AS {plan.ndims_column()}")
         if plan.name in infinite:
             ident = '"' + plan.name.replace('"', '""') + '"'
             items.append(f"CASE WHEN isfinite({ident}) THEN {ident} END AS {ident}")
@@ -72,7 +57,7 @@ def _select_sql(rel: str, plans: list[ColumnPlan], infinite: frozenset[str]) -> 
             )
         else:
             items.append(plan.select_sql)
-    return f"SELECT {', '.join(items) or '1'} FROM {rel}"
+    return f"SELECT {', '.join(items) or '1'} FROM {rel}{where}"
 
 
 def _target_type(plan: ColumnPlan, source: pa.DataType) -> pa.DataType:
@@ -135,64 +120,163 @@ def convert_batch(batch: pa.RecordBatch, plans: list[ColumnPlan], schema: pa.Sch
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
-@contextmanager
-def open_snapshot(dsn: str, schema: str, name: str, plans: list[ColumnPlan], batch_size_bytes: int,
-                  meta: dict[bytes, bytes], parallel_fingerprint: bool = True) -> Iterator[Snapshot]:
-    """Open a REPEATABLE READ snapshot; stream the chunk from it and fingerprint the same snapshot.
+def page_ranges(pages: int, streams: int) -> list[tuple[int | None, int | None]]:
+    """Split a heap of `pages` pages into contiguous ctid ranges, open at both ends so no row is missed."""
+    if streams <= 1 or pages <= 0:
+        return [(None, None)]
+    bounds = [pages * i // streams for i in range(1, streams)]
+    lows: list[int | None] = [None, *bounds]
+    highs: list[int | None] = [*bounds, None]
+    return list(zip(lows, highs, strict=True))
 
-    With parallel_fingerprint the fingerprint scan runs at the same time on a second connection that imports the
-    snapshot (pg_export_snapshot); otherwise it runs first, on the same connection.
+
+def ctid_filter(low: int | None, high: int | None) -> str:
+    clauses = ([f"ctid >= '({low},0)'::tid"] if low is not None else []) + (
+        [f"ctid < '({high},0)'::tid"] if high is not None else [])
+    return f" WHERE {' AND '.join(clauses)}" if clauses else ""
+
+
+class Extractor:
+    """ADBC connections kept for a worker's life, and consistent-snapshot reads of one chunk over one or more streams.
+
+    Connections are reused because ADBC reads the server's whole pg_type catalog at connect: about a second per
+    connection in a database of 10,000 chunks.
     """
-    import adbc_driver_postgresql.dbapi as adbc
 
-    rel = relation_sql(schema, name)
-    try:
-        conn = adbc.connect(dsn, autocommit=True)
-    except Exception as error:  # ADBC raises driver-specific classes
-        raise ArchiverError(f"cannot open an extraction connection: {str(error).splitlines()[0]}") from None
-    cursor = conn.cursor()
-    pool: ThreadPoolExecutor | None = None
-    pending: Future[Fingerprint] | None = None
-    try:
-        for setting, value in SESSION_SETTINGS.items():
-            cursor.execute(f"SET {setting} = '{value}'")
-        cursor.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        if parallel_fingerprint:
-            cursor.execute("SELECT pg_export_snapshot()")
-            snapshot_row = cursor.fetchone()
-            assert snapshot_row is not None
-            pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tsarchive-fingerprint")
-            pending = pool.submit(_fingerprint_in_snapshot, dsn, str(snapshot_row[0]), rel, plans)
-            # Not known yet which columns hold infinities: select the flags of every column that could.
-            infinite = frozenset(p.name for p in plans if p.check_infinite)
-            fingerprint: Callable[[], Fingerprint] = lambda: _check_fingerprint(pending.result())  # noqa: E731
-        else:
-            cursor.execute(fingerprint_sql(rel, plans))
-            row = cursor.fetchone()
-            assert row is not None
-            first = _check_fingerprint(parse_fingerprint(tuple(row), plans))
-            infinite = first.infinite_columns
-            fingerprint = lambda: first  # noqa: E731
-        cursor.adbc_statement.set_options(**{"adbc.postgresql.batch_size_hint_bytes": str(batch_size_bytes)})
-        cursor.execute(_select_sql(rel, plans, infinite))
-        reader = cursor.fetch_record_batch()
-        out_schema = output_schema(reader.schema, plans, meta)
+    def __init__(self, dsn: Callable[[], str], *, batch_size_bytes: int, max_streams: int = 1,
+                 min_pages_per_stream: int = 2048) -> None:
+        self.dsn, self.batch_size_bytes = dsn, batch_size_bytes  # dsn() per connect: an Entra token may have expired
+        self.max_streams, self.min_pages_per_stream = max(1, max_streams), min_pages_per_stream
+        self._idle: list[Any] = []
 
-        def batches() -> Iterator[pa.RecordBatch]:
-            for batch in reader:
-                if batch.num_rows:
-                    yield convert_batch(batch, plans, out_schema, infinite)
+    def close(self) -> None:
+        while self._idle:
+            _close_quietly(self._idle.pop())
 
-        yield Snapshot(schema=out_schema, batches=batches(), _fingerprint=fingerprint)
-    finally:
-        if pending is not None:
-            try:
-                pending.result()  # the snapshot must stay exported until the scan has imported it
-            except Exception:  # noqa: BLE001 - reported through Snapshot.fingerprint(); here we only wait
-                pass
-        if pool is not None:
-            pool.shutdown(wait=True)
+    def _take(self) -> Any:
+        if self._idle:
+            return self._idle.pop()
+        import adbc_driver_postgresql.dbapi as adbc
+
         try:
-            cursor.close()
+            conn = adbc.connect(self.dsn(), autocommit=True)
+        except Exception as error:  # ADBC raises driver-specific classes
+            raise ArchiverError(f"cannot open an extraction connection: {str(error).splitlines()[0]}") from None
+        cursor = conn.cursor()
+        try:
+            for setting, value in SESSION_SETTINGS.items():
+                cursor.execute(f"SET {setting} = '{value}'")
         finally:
-            conn.close()  # ends the read-only transaction
+            cursor.close()
+        return conn
+
+    def streams_for(self, pages: int) -> int:
+        """How many parallel ctid-range streams a heap of this many pages gets."""
+        return max(1, min(self.max_streams, pages // self.min_pages_per_stream))
+
+    @contextmanager
+    def snapshot(self, schema: str, name: str, plans: list[ColumnPlan], meta: dict[bytes, bytes], *,
+                 pages: int = 0) -> Iterator[Snapshot]:
+        """Read a chunk in one REPEATABLE READ snapshot; with `pages`, over parallel ctid ranges sharing it.
+
+        The first connection's transaction takes the snapshot and exports it; the others import it
+        (SET TRANSACTION SNAPSHOT), so every stream sees exactly the same rows.
+        """
+        rel = relation_sql(schema, name)
+        # Flags for every column that could hold +/-infinity: cheaper than a scan to find out which do.
+        infinite = frozenset(p.name for p in plans if p.check_infinite)
+        ranges = page_ranges(pages, self.streams_for(pages))
+        conns: list[Any] = []
+        healthy = False
+        stop = threading.Event()
+        threads: list[threading.Thread] = []
+        try:
+            conns.append(self._take())
+            lead = conns[0].cursor()
+            lead.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            lead.execute("SELECT pg_current_snapshot()::text" + (", pg_export_snapshot()" if len(ranges) > 1 else ""))
+            row = lead.fetchone()
+            assert row is not None
+            snapshot_text = str(row[0])
+            cursors = [lead]
+            for _ in ranges[1:]:
+                conns.append(self._take())
+                cursor = conns[-1].cursor()
+                cursor.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                cursor.execute(f"SET TRANSACTION SNAPSHOT '{row[1]}'")
+                cursors.append(cursor)
+            readers = []
+            for cursor, (low, high) in zip(cursors, ranges, strict=True):
+                cursor.adbc_statement.set_options(**{"adbc.postgresql.batch_size_hint_bytes": str(self.batch_size_bytes)})
+                cursor.execute(_select_sql(rel, plans, infinite, ctid_filter(low, high)))
+                readers.append(cursor.fetch_record_batch())
+            out_schema = output_schema(readers[0].schema, plans, meta)
+
+            def convert(reader: pa.RecordBatchReader) -> Iterator[pa.RecordBatch]:
+                for batch in reader:
+                    if batch.num_rows:
+                        _check_ndims(batch, plans)
+                        yield convert_batch(batch, plans, out_schema, infinite)
+
+            if len(readers) == 1:
+                batches: Iterator[pa.RecordBatch] = convert(readers[0])
+            else:
+                batches = _merged(readers, convert, stop, threads)
+            yield Snapshot(schema=out_schema, batches=batches, snapshot=snapshot_text, streams=len(readers))
+            for cursor in cursors:
+                cursor.execute("COMMIT")  # read only: ends the snapshot
+                cursor.close()
+            healthy = True
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join()
+            for conn in conns:
+                if healthy:
+                    self._idle.append(conn)
+                else:  # a half-read stream or an aborted transaction: never hand this connection out again
+                    _close_quietly(conn)
+
+
+def _close_quietly(conn: Any) -> None:
+    try:
+        conn.close()
+    except Exception:  # noqa: BLE001 - closing a broken connection
+        pass
+
+
+_DONE = object()
+
+
+def _merged(readers: list[pa.RecordBatchReader], convert: Callable[[pa.RecordBatchReader], Iterator[pa.RecordBatch]],
+            stop: threading.Event, threads: list[threading.Thread]) -> Iterator[pa.RecordBatch]:
+    """Batches of several streams as they arrive: one thread per stream decodes and converts (the GIL is released)."""
+    out: queue.Queue[Any] = queue.Queue(maxsize=2 * len(readers))
+
+    def pump(reader: pa.RecordBatchReader) -> None:
+        try:
+            for batch in convert(reader):
+                while not stop.is_set():
+                    try:
+                        out.put(batch, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            out.put(_DONE)
+        except BaseException as error:  # noqa: BLE001 - handed to the consumer
+            out.put(error)
+
+    for reader in readers:
+        threads.append(threading.Thread(target=pump, args=(reader,), name="tsarchive-extract", daemon=True))
+        threads[-1].start()
+    running = len(readers)
+    while running:
+        item = out.get()
+        if item is _DONE:
+            running -= 1
+        elif isinstance(item, BaseException):
+            raise item
+        else:
+            yield item

@@ -76,6 +76,10 @@ _MIGRATIONS: list[str] = [
     ALTER TABLE {schema}.jobs ADD COLUMN IF NOT EXISTS table_path text;
     ALTER TABLE {schema}.jobs ADD COLUMN IF NOT EXISTS delta_version bigint;
     """,
+    # 4: the snapshot (pg_snapshot text) each archive was read in: the drop's change check compares rows against it
+    """
+    ALTER TABLE {schema}.jobs ADD COLUMN IF NOT EXISTS archive_snapshot text;
+    """,
 ]
 
 
@@ -108,6 +112,7 @@ class Job:
     next_attempt_at: datetime | None
     table_path: str | None = None
     delta_version: int | None = None
+    archive_snapshot: str | None = None
 
     @property
     def table(self) -> str:
@@ -143,6 +148,7 @@ def _job(row: dict[str, Any]) -> Job:
         schema_fingerprint=row["schema_fingerprint"], created_at=row["created_at"], updated_at=row["updated_at"],
         archived_at=row["archived_at"], dropped_at=row["dropped_at"], next_attempt_at=row["next_attempt_at"],
         table_path=row.get("table_path"), delta_version=row.get("delta_version"),
+        archive_snapshot=row.get("archive_snapshot"),
     )
 
 
@@ -221,19 +227,29 @@ class Ledger:
     # -- writes -----------------------------------------------------------------------------
     def record(self, chunk: Chunk, state: JobState, reason: str = "") -> Job:
         """Insert a planned/blocked job for a chunk, or refresh a planned/blocked one; others are left alone."""
-        integer = chunk.integer_time
-        params = {
-            "kind": str(chunk.kind), "ts": chunk.table_schema, "tn": chunk.table_name,
-            "cs": chunk.chunk_schema, "cn": chunk.chunk_name,
-            "rs": None if integer else chunk.range_start, "re": None if integer else chunk.range_end,
-            "rsi": chunk.range_start if integer else None, "rei": chunk.range_end if integer else None,
-            "comp": chunk.is_compressed, "state": str(state), "reason": reason or None,
-        }
+        return self.record_many([(chunk, state, reason)])[0]
+
+    def record_many(self, entries: list[tuple[Chunk, JobState, str]]) -> list[Job]:
+        """record() for many chunks in one statement (a plan of 10,000 chunks is one round trip), in input order."""
+        if not entries:
+            return []
+        columns: dict[str, list[Any]] = {k: [] for k in ("kind", "ts", "tn", "cs", "cn", "rs", "re", "rsi", "rei",
+                                                          "comp", "state", "reason")}
+        for chunk, state, reason in entries:
+            integer = chunk.integer_time
+            values = (str(chunk.kind), chunk.table_schema, chunk.table_name, chunk.chunk_schema, chunk.chunk_name,
+                      None if integer else chunk.range_start, None if integer else chunk.range_end,
+                      chunk.range_start if integer else None, chunk.range_end if integer else None,
+                      chunk.is_compressed, str(state), reason or None)
+            for key, value in zip(columns, values, strict=True):
+                columns[key].append(value)
         query = sql.SQL(
             """
             INSERT INTO {jobs} (kind, table_schema, table_name, chunk_schema, chunk_name, range_start, range_end,
                                 range_start_int, range_end_int, is_compressed, state, reason)
-            VALUES (%(kind)s, %(ts)s, %(tn)s, %(cs)s, %(cn)s, %(rs)s, %(re)s, %(rsi)s, %(rei)s, %(comp)s, %(state)s, %(reason)s)
+            SELECT * FROM unnest(%(kind)s::text[], %(ts)s::text[], %(tn)s::text[], %(cs)s::text[], %(cn)s::text[],
+                                 %(rs)s::timestamptz[], %(re)s::timestamptz[], %(rsi)s::bigint[], %(rei)s::bigint[],
+                                 %(comp)s::boolean[], %(state)s::text[], %(reason)s::text[])
             ON CONFLICT (chunk_schema, chunk_name) WHERE state <> 'dropped' DO UPDATE
                SET state = CASE WHEN {jobs}.state IN ('planned', 'blocked') THEN EXCLUDED.state ELSE {jobs}.state END,
                    reason = CASE WHEN {jobs}.state IN ('planned', 'blocked') THEN EXCLUDED.reason ELSE {jobs}.reason END,
@@ -244,9 +260,8 @@ class Ledger:
             """
         ).format(jobs=self._jobs)
         with self.conn.cursor(row_factory=dict_row) as cur:
-            row = cur.execute(query, params).fetchone()
-        assert row is not None
-        return _job(row)
+            by_chunk = {(r["chunk_schema"], r["chunk_name"]): _job(r) for r in cur.execute(query, columns).fetchall()}
+        return [by_chunk[(chunk.chunk_schema, chunk.chunk_name)] for chunk, _, _ in entries]
 
     def transition(self, job_id: int, from_states: list[JobState], to_state: JobState, **fields: Any) -> Job:
         """Compare-and-set: move a job only if it is in one of `from_states`."""
@@ -275,14 +290,67 @@ class Ledger:
 
     def mark_archived(self, job_id: int, *, lake_paths: list[str], checksums: dict[str, str], manifest_path: str,
                       row_count: int, byte_count: int, content_hash: str, schema_fingerprint: str, table_path: str,
-                      delta_version: int) -> Job:
+                      delta_version: int, archive_snapshot: str | None) -> Job:
         """archiving -> archived: the committed files, their checksums, and the Delta table version holding them."""
         return self.transition(
             job_id, [JobState.ARCHIVING], JobState.ARCHIVED, lake_paths=lake_paths, checksums=checksums,
             manifest_path=manifest_path, row_count=row_count, byte_count=byte_count, content_hash=content_hash,
             schema_fingerprint=schema_fingerprint, table_path=table_path, delta_version=delta_version,
-            archived_at="now()", claimed_by_pid=None, next_attempt_at=None,
+            archive_snapshot=archive_snapshot, archived_at="now()", claimed_by_pid=None, next_attempt_at=None,
         )
+
+    def start_archiving(self, job: Job, sources: list[JobState], backend_pid: int) -> Job:
+        """planned/failed/(archived on a re-archive) -> archiving: one more attempt, claimed by this backend."""
+        return self.transition(job.id, sources, JobState.ARCHIVING, attempts=job.attempts + 1,
+                               claimed_by_pid=backend_pid, claimed_at="now()", last_error=None)
+
+    def mark_failed(self, job_id: int, message: str, next_attempt_at: datetime | None) -> Job:
+        """archiving -> failed, with the error and when a retry may start."""
+        return self.transition(job_id, [JobState.ARCHIVING], JobState.FAILED, last_error=message,
+                               next_attempt_at=next_attempt_at, claimed_by_pid=None)
+
+    def mark_dropped(self, job_id: int, reason: str | None = None) -> Job:
+        """archived -> dropped (in the drop's own transaction, so the ledger and the catalog agree)."""
+        return self.transition(job_id, [JobState.ARCHIVED], JobState.DROPPED, dropped_at="now()", last_error=None,
+                               reason=reason)
+
+    def hold_drop(self, job_id: int, reason: str) -> None:
+        """Record why an archived chunk is kept for now (retention changed, a continuous aggregate needs it)."""
+        self.conn.execute(sql.SQL("UPDATE {} SET reason = %s, updated_at = now() WHERE id = %s").format(self._jobs),
+                          (f"drop held: {reason}", job_id))
+
+    def note_error(self, job_id: int, message: str) -> None:
+        """Record a failed step on a job without moving it (a drop that could not lock or failed in the database)."""
+        self.conn.execute(sql.SQL("UPDATE {} SET last_error = %s, updated_at = now() WHERE id = %s").format(self._jobs),
+                          (message, job_id))
+
+    def state_counts(self) -> list[tuple[str, int, int, int, datetime | None]]:
+        """Per state: jobs, rows, bytes, last update."""
+        rows = self.conn.execute(sql.SQL(
+            "SELECT state, count(*), coalesce(sum(row_count), 0), coalesce(sum(byte_count), 0), max(updated_at) "
+            "FROM {} GROUP BY state").format(self._jobs)).fetchall()
+        return [(str(r[0]), int(r[1]), int(r[2]), int(r[3]), r[4]) for r in rows]
+
+    def metrics(self, max_attempts: int) -> dict[str, float]:
+        """Totals for the metrics endpoint."""
+        row = self.conn.execute(sql.SQL(
+            """
+            SELECT count(*) FILTER (WHERE state IN ('archived', 'dropped')),
+                   count(*) FILTER (WHERE state = 'dropped'),
+                   count(*) FILTER (WHERE state = 'failed'),
+                   count(*) FILTER (WHERE state = 'failed' AND attempts >= %s),
+                   count(*) FILTER (WHERE state = 'blocked'),
+                   count(*) FILTER (WHERE state IN ('planned', 'archiving', 'failed')),
+                   coalesce(sum(row_count) FILTER (WHERE state IN ('archived', 'dropped')), 0),
+                   coalesce(sum(byte_count) FILTER (WHERE state IN ('archived', 'dropped')), 0),
+                   coalesce(avg(extract(epoch FROM archived_at - claimed_at)) FILTER (WHERE archived_at >= claimed_at), 0),
+                   coalesce(max(extract(epoch FROM archived_at - claimed_at)) FILTER (WHERE archived_at >= claimed_at), 0)
+            FROM {}
+            """).format(self._jobs), (max_attempts,)).fetchone()
+        assert row is not None
+        keys = ["chunks_archived", "chunks_dropped", "chunks_failed", "chunks_failed_permanently", "chunks_blocked",
+                "backlog", "rows_archived", "bytes_archived", "archive_seconds_avg", "archive_seconds_max"]
+        return {k: float(v) if k.startswith("archive_seconds") else int(v) for k, v in zip(keys, row, strict=True)}
 
     def enqueueable(self, requeue_after_s: int, max_attempts: int, table: str | None = None) -> list[Job]:
         """Jobs a planner should (re)send: new, retry-ready, or archived and not dropped for a while."""

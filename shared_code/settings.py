@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -46,6 +47,11 @@ def _parse_dict(value: Any) -> Any:
     return value
 
 
+def _cores() -> int:
+    """Default parallelism: the machine's cores, at most 4."""
+    return max(1, min(os.cpu_count() or 1, 4))
+
+
 class Settings(BaseSettings):
     """Archiver settings; see the README table for every name and default."""
 
@@ -68,11 +74,12 @@ class Settings(BaseSettings):
     row_group_rows: int = Field(default=500_000, ge=1_000)
     max_file_bytes: int = Field(default=1024 * 1024 * 1024, ge=1024 * 1024)
     zstd_level: int = Field(default=3, ge=1, le=22)
-    parallel_chunks: int = Field(default=1, ge=1, le=64)
-    parallel_fingerprint: bool = True
+    parallel_chunks: int = Field(default_factory=lambda: _cores(), ge=1, le=64)
+    extract_streams: int = Field(default_factory=lambda: _cores(), ge=1, le=16)
     max_attempts: int = Field(default=5, ge=1)
     retry_backoff_seconds: int = Field(default=30, ge=1)
     lock_timeout_ms: int = Field(default=5_000, ge=1)
+    drop_lock_timeout_ms: int = Field(default=500, ge=1)
     drop_retries: int = Field(default=5, ge=0)
     drop_recheck: Literal["checksum", "footer"] = "checksum"
     unsupported_as_text: bool = False

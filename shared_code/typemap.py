@@ -82,6 +82,9 @@ class ColumnPlan:
     def flag_column(self) -> str:
         return f"__tsarchive_inf_{hashlib.sha1(self.name.encode()).hexdigest()[:10]}"
 
+    def ndims_column(self) -> str:
+        return f"__tsarchive_ndims_{hashlib.sha1(self.name.encode()).hexdigest()[:10]}"
+
 
 def quote_ident(name: str) -> str:
     """Quote an identifier the way PostgreSQL does."""

@@ -5,6 +5,7 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 STATE="$ROOT/.local"
 PG_PORT="${TSARCHIVE_PG_PORT:-55432}"
 TSDB_PORT="${TSARCHIVE_TSDB_PORT:-55433}"
+NATIVE_PORT="${TSARCHIVE_NATIVE_PORT:-55434}"
 AZURITE_BLOB_PORT="${TSARCHIVE_AZURITE_BLOB_PORT:-10000}"
 AZURITE_QUEUE_PORT="${TSARCHIVE_AZURITE_QUEUE_PORT:-10001}"
 AZURITE_TABLE_PORT="${TSARCHIVE_AZURITE_TABLE_PORT:-10002}"
@@ -22,13 +23,33 @@ wait_port() {
   echo "error: $2 did not start on port $1; see $3" >&2; exit 1
 }
 
-pg_data_dir() {
+pg_data_dir() {  # [suffix]
   # The postgres user must be able to reach the data folder; a checkout under /root is not reachable.
   if [ "$(id -u)" = "0" ] && ! runuser -u postgres -- test -x "$STATE"; then
-    echo "/var/lib/postgresql/tsarchive-$(echo "$ROOT" | md5sum | cut -c1-8)"
+    echo "/var/lib/postgresql/tsarchive-$(echo "$ROOT" | md5sum | cut -c1-8)${1:-}"
   else
-    echo "$STATE/pg"
+    echo "$STATE/pg${1:-}"
   fi
+}
+
+native_tsdb_installed() { ls "$($PGBIN/pg_config --pkglibdir 2>/dev/null || echo /usr/lib/postgresql/15/lib)"/timescaledb-2*.so >/dev/null 2>&1; }
+
+# Native TimescaleDB (PostgreSQL 15 + the extension built by tools/timescaledb.sh): started only when installed.
+start_native_tsdb() {
+  local data; data="$(pg_data_dir -tsdb)"
+  if ! native_tsdb_installed; then echo "native TimescaleDB not installed (make tsdb-native builds it); skipped"; return; fi
+  if port_open "$NATIVE_PORT"; then echo "native-tsdb already running on $NATIVE_PORT"; return; fi
+  if [ ! -s "$data/PG_VERSION" ]; then
+    mkdir -p "$data"; if [ "$(id -u)" = "0" ]; then chown postgres:postgres "$data"; fi
+    as_pg "$PGBIN/initdb" -D "$data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >"$STATE/native-initdb.log" 2>&1
+  fi
+  # Many chunks per transaction (the 10,000-chunk bench) need a larger lock table.
+  as_pg "$PGBIN/pg_ctl" -D "$data" -l "$data/server.log" -w \
+    -o "-p $NATIVE_PORT -k /tmp -c listen_addresses=127.0.0.1 -c max_connections=100 -c fsync=off \
+        -c shared_preload_libraries=timescaledb -c max_locks_per_transaction=1024 -c timescaledb.telemetry_level=off \
+        -c shared_buffers=512MB" start >/dev/null
+  wait_port "$NATIVE_PORT" native-tsdb "$data/server.log"
+  echo "native-tsdb started on $NATIVE_PORT"
 }
 
 start_postgres() {
@@ -69,9 +90,11 @@ start() {
     --blobHost 127.0.0.1 --blobPort "$AZURITE_BLOB_PORT" --queueHost 127.0.0.1 --queuePort "$AZURITE_QUEUE_PORT" \
     --tableHost 127.0.0.1 --tablePort "$AZURITE_TABLE_PORT"
   start_node_service tsdb "$TSDB_PORT" "$STATE/tsdb.log" node "$ROOT/tools/tsdb-server.mjs" "$TSDB_PORT"
+  start_native_tsdb
   cat <<URLS
 PostgreSQL 15 : postgresql://postgres@127.0.0.1:$PG_PORT/postgres
-TimescaleDB   : postgresql://postgres:postgres@127.0.0.1:$TSDB_PORT/postgres?sslmode=disable
+TimescaleDB   : postgresql://postgres:postgres@127.0.0.1:$TSDB_PORT/postgres?sslmode=disable (WASM)
+TimescaleDB   : postgresql://postgres@127.0.0.1:$NATIVE_PORT/postgres (native, when installed)
 Azurite blob  : http://127.0.0.1:$AZURITE_BLOB_PORT/devstoreaccount1
 Azurite queue : http://127.0.0.1:$AZURITE_QUEUE_PORT/devstoreaccount1
 URLS
@@ -81,8 +104,11 @@ stop() {
   for name in tsdb azurite; do
     if [ -f "$STATE/$name.pid" ]; then kill "$(cat "$STATE/$name.pid")" 2>/dev/null || true; rm -f "$STATE/$name.pid"; echo "$name stopped"; fi
   done
-  local data; data="$(pg_data_dir)"
-  if [ -s "$data/PG_VERSION" ]; then as_pg "$PGBIN/pg_ctl" -D "$data" -m fast stop >/dev/null 2>&1 && echo "postgres stopped" || true; fi
+  local data suffix
+  for suffix in "" -tsdb; do
+    data="$(pg_data_dir "$suffix")"
+    if [ -s "$data/PG_VERSION" ]; then as_pg "$PGBIN/pg_ctl" -D "$data" -m fast stop >/dev/null 2>&1 && echo "postgres$suffix stopped" || true; fi
+  done
 }
 
 case "${1:-start}" in
