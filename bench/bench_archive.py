@@ -194,14 +194,17 @@ def run_duckdb(fx: Fixture, chunk: str, out: Path) -> tuple[Measure, int]:
     return measure, size
 
 
-def run_tsarchive(fx: Fixture, *, azurite: bool) -> tuple[Measure, dict[str, Any]]:
+def run_tsarchive(fx: Fixture, *, azurite: bool, compact: bool = False) -> tuple[Measure, dict[str, Any]]:
     """`tsarchive run --json`: archive, verify and drop the chunk. Returns the measure and the report."""
     container = azurite_container() if azurite else None
     local = None if azurite else Path(tempfile.mkdtemp(prefix="tsarchive-bench-"))
     url = (f"abfss://{container}@devstoreaccount1.dfs.core.windows.net/lake" if container
            else local.as_uri())  # type: ignore[union-attr]
     try:
-        measure = whole_process([TSARCHIVE, "run", "--json"], fx.env(url, azurite=azurite))
+        env = fx.env(url, azurite=azurite)
+        if compact:
+            env["ARCHIVER_PARQUET_ENCODINGS"] = "compact"
+        measure = whole_process([TSARCHIVE, "run", "--json"], env)
         report = json.loads(measure.output)
         if report["failed"] or not any(s["step"] == "drop" and s["outcome"] == "done" for s in report["steps"]):
             sys.exit(f"tsarchive run did not archive and drop the chunk: {report['steps']}")
@@ -221,7 +224,8 @@ def step_seconds(report: dict[str, Any], step: str) -> float:
 def bench_chunk(target: str, rows: int, runs: int, paths: list[str]) -> dict[str, Any]:
     fx = Fixture(target, rows)
     samples: dict[str, list[Measure]] = {p: [] for p in paths}
-    extra: dict[str, list[float]] = {"duckdb_bytes": [], "parquet_bytes": [], "archive_s": [], "drop_s": []}
+    extra: dict[str, list[float]] = {"duckdb_bytes": [], "parquet_bytes": [], "compact_bytes": [], "archive_s": [],
+                                     "drop_s": []}
     for _ in range(runs):  # interleaved, so drift on a noisy machine hits every path alike
         chunk, fresh = fx.reset(), True
         if "copy" in paths:
@@ -231,14 +235,17 @@ def bench_chunk(target: str, rows: int, runs: int, paths: list[str]) -> dict[str
             measure, size = run_duckdb(fx, chunk, out)
             samples["duckdb"].append(measure)
             extra["duckdb_bytes"].append(size)
-        for path, azurite in (("tsarchive_local", False), ("tsarchive_azurite", True)):
+        for path, azurite, compact in (("tsarchive_local", False, False), ("tsarchive_azurite", True, False),
+                                       ("tsarchive_compact", False, True)):
             if path in paths:
                 if not fresh:
                     chunk = fx.reset()
                 fresh = False
-                measure, report = run_tsarchive(fx, azurite=azurite)
+                measure, report = run_tsarchive(fx, azurite=azurite, compact=compact)
                 samples[path].append(measure)
-                if not azurite:
+                if compact:
+                    extra["compact_bytes"].append(report["parquet_bytes"])
+                elif not azurite:
                     extra["parquet_bytes"].append(report["parquet_bytes"])
                     extra["archive_s"].append(step_seconds(report, "archive"))
                     extra["drop_s"].append(step_seconds(report, "drop"))
@@ -364,8 +371,8 @@ def chart(results: dict[str, Any], path: Path) -> None:
     chunks = results["chunks"]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 4.8))
     labels = [f"{r['target']} {r['rows'] // 1000}k" for r in chunks]
-    paths = sorted({p for r in chunks for p in r["paths"]}, key=["copy", "duckdb", "tsarchive_local",
-                                                                  "tsarchive_azurite"].index)
+    order = ["copy", "duckdb", "tsarchive_local", "tsarchive_azurite", "tsarchive_compact"]
+    paths = sorted({p for r in chunks for p in r["paths"]}, key=order.index)
     width = 0.8 / max(len(paths), 1)
     for i, name in enumerate(paths):
         xs = [j + i * width for j in range(len(chunks))]
@@ -383,7 +390,8 @@ def chart(results: dict[str, Any], path: Path) -> None:
 def markdown(results: dict[str, Any]) -> str:
     lines = [f"\n### {results['stamp']} ({results['machine']})", f"`{results['command']}`", "",
              "| chunk | rows | COPY BINARY s | DuckDB s | tsarchive local s | tsarchive Azurite s | local ÷ COPY rows/s "
-             "| local ÷ DuckDB | peak RSS MiB (local) | CPU s (local) | Parquet ÷ DuckDB bytes | archive s | drop s |",
+             "| local ÷ DuckDB | peak RSS MiB (local) | CPU s (local) | Parquet ÷ DuckDB bytes (standard / compact) "
+             "| archive s | drop s |",
              "|" + "---|" * 13]
     for r in results["chunks"]:
         get = lambda name, key, p=r["paths"]: p.get(name, {}).get(key)  # noqa: E731
@@ -394,7 +402,8 @@ def markdown(results: dict[str, Any]) -> str:
             f"{ratio(get('copy', 'wall_s'), get('tsarchive_local', 'wall_s'))} | "
             f"{ratio(get('duckdb', 'wall_s'), get('tsarchive_local', 'wall_s'))} | "
             f"{get('tsarchive_local', 'peak_rss_mib')} | {get('tsarchive_local', 'cpu_s')} | "
-            f"{ratio(r.get('parquet_bytes'), r.get('duckdb_bytes'))} | {r.get('archive_s')} | {r.get('drop_s')} |")
+            f"{ratio(r.get('parquet_bytes'), r.get('duckdb_bytes'))} / {ratio(r.get('compact_bytes'), r.get('duckdb_bytes'))} "
+            f"| {r.get('archive_s')} | {r.get('drop_s')} |")
     if results.get("many"):
         m = results["many"]
         lines += ["", f"Many chunks: {m['chunks']:,} chunks, {m['due']} due: fixed cost per chunk "
@@ -411,7 +420,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", default="1000000,5000000", help="chunk sizes, comma separated")
     parser.add_argument("--targets", default="pg,tsdb", help="pg (PostgreSQL 15 partition), tsdb (native TimescaleDB)")
-    parser.add_argument("--paths", default="copy,duckdb,tsarchive_local,tsarchive_azurite")
+    parser.add_argument("--paths", default="copy,duckdb,tsarchive_local,tsarchive_azurite,tsarchive_compact")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--many", type=int, default=10_000, help="chunks in the catalog case (0 skips it)")
     parser.add_argument("--many-due", type=int, default=100)

@@ -56,12 +56,41 @@ class WrittenFile:
     stats: dict[str, Any]
 
 
+def encoding_options(schema: pa.Schema, encodings: str) -> dict[str, Any]:
+    """ParquetWriter options per column type.
+
+    standard: dictionary pages only where values repeat (text, integers, booleans, dates); floats and timestamps, nearly
+    all distinct, go PLAIN, which saves the dictionary attempt and its fallback. Every Parquet reader reads this.
+    compact: timestamps and 64-bit integers DELTA_BINARY_PACKED, floats BYTE_STREAM_SPLIT: about a quarter smaller and
+    faster to write, but needs a reader with the Parquet 2 encodings (Spark 3.3+, Databricks, Fabric, DuckDB, delta-rs).
+    """
+    import pyarrow as pa
+
+    dictionary, column_encoding = [], {}
+    for field in schema:
+        kind = field.type
+        if pa.types.is_floating(kind):
+            if encodings == "compact":
+                column_encoding[field.name] = "BYTE_STREAM_SPLIT"
+        elif pa.types.is_timestamp(kind) or pa.types.is_time(kind):
+            if encodings == "compact":
+                column_encoding[field.name] = "DELTA_BINARY_PACKED"
+        elif encodings == "compact" and pa.types.is_int64(kind):
+            column_encoding[field.name] = "DELTA_BINARY_PACKED"
+        else:
+            dictionary.append(field.name)
+    options: dict[str, Any] = {"use_dictionary": dictionary}
+    if column_encoding:
+        options["column_encoding"] = column_encoding
+    return options
+
+
 class ChunkFileWriter:
     """One attempt's files for one chunk, at most one open file per partition."""
 
     def __init__(self, lake: Lake, layout: ChunkLayout, spec: PartitionSpec, schema: pa.Schema, *, job_id: int,
                  token: str, row_group_rows: int, max_file_bytes: int, zstd_level: int,
-                 chunk_start: int | None = None) -> None:
+                 chunk_start: int | None = None, encodings: str = "standard") -> None:
         self.lake = lake
         self.layout = layout
         self.spec = spec
@@ -72,6 +101,7 @@ class ChunkFileWriter:
         self.max_file_bytes = max_file_bytes
         self.zstd_level = zstd_level
         self.chunk_start = chunk_start
+        self.encodings = encodings
         self._open: dict[PartitionKey, _OpenFile] = {}
         self._buffers: dict[PartitionKey, list[pa.RecordBatch]] = {}
         self._buffered: dict[PartitionKey, int] = {}
@@ -137,7 +167,7 @@ class ChunkFileWriter:
         staging = f"{self.staging_dir}/{self.spec.folder(key).replace('/', '.')}-{part:03d}.parquet"
         sink = self.lake.open_write(staging)
         writer = pq.ParquetWriter(sink, self.schema, compression="zstd", compression_level=self.zstd_level,
-                                  write_statistics=True, store_schema=True)
+                                  write_statistics=True, store_schema=True, **encoding_options(self.schema, self.encodings))
         handle = _OpenFile(key, part, staging, sink, writer)
         self._open[key] = handle
         return handle

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import re
 import time
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("tsarchive")
 
 COMMIT_KEY = "tsarchive"
-_CREATE_RACE_RETRIES = 10
+_COMMIT_ATTEMPTS = 30  # table-creation races and spurious conflicts between replacing commits
 
 
 @dataclass
@@ -111,7 +112,7 @@ class ArchiveTable:
         from deltalake import Field, Schema
 
         last_error: Exception | None = None
-        for _ in range(_CREATE_RACE_RETRIES):
+        for _ in range(_COMMIT_ATTEMPTS):
             table = self.load()
             if table is None:
                 return []  # the first commit creates the table with this schema
@@ -153,6 +154,7 @@ class ArchiveTable:
         commit creates the table, and a lost creation race falls back to an append.
         """
         from deltalake import CommitProperties, Schema
+        from deltalake.exceptions import CommitFailedError
         from deltalake.transaction import AddAction, RemoveAction, create_table_with_add_actions
 
         now_ms = int(time.time() * 1000)
@@ -163,7 +165,7 @@ class ArchiveTable:
                           for path, size in removes.items()]
         props = CommitProperties(custom_metadata={COMMIT_KEY: metadata}, max_commit_retries=100)
         options = self.lake.delta_storage_options()
-        for _ in range(_CREATE_RACE_RETRIES):
+        for _ in range(_COMMIT_ATTEMPTS):
             table = self.load()
             if table is None:
                 if remove_actions:
@@ -186,8 +188,21 @@ class ArchiveTable:
                     continue
             self._check_partitioning(table)
             schema = table.schema()
-            table.create_write_transaction(add_actions + remove_actions, mode="append", schema=schema,
-                                           partition_by=list(self.spec.columns), commit_properties=props)
+            try:
+                table.create_write_transaction(add_actions + remove_actions, mode="append", schema=schema,
+                                               partition_by=list(self.spec.columns), commit_properties=props)
+            except CommitFailedError as error:
+                # delta-rs treats a commit that removes files as having read the whole table, so any concurrent
+                # replacing commit conflicts with it. Ours only removes this job's own files, which no other archiver
+                # touches (the job is claimed): when they are all still live, the same commit is valid on the new
+                # version, so retry it there.
+                live = self.active_files()
+                if any(path not in live for path in removes):
+                    raise ArchiverError(f"the files this archive replaces in {self.source} were removed by another "
+                                        f"commit ({str(error).splitlines()[0]}); the next run retries") from None
+                log.info("commit to %s conflicted with a concurrent one; retrying on the new version", self.source)
+                time.sleep(random.uniform(0.02, 0.3))
+                continue
             return self._version_of(metadata)
         raise ArchiverError(f"could not commit to the archive table of {self.source}; the next run retries")
 

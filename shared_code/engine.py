@@ -397,7 +397,7 @@ class Engine:
         with self.extractor.snapshot(job.chunk_schema, job.chunk_name, plans, meta, pages=pages) as snap:
             writer = ChunkFileWriter(
                 self.lake, layout, spec, snap.schema, job_id=job.id, token=token, row_group_rows=s.row_group_rows,
-                max_file_bytes=s.max_file_bytes, zstd_level=s.zstd_level,
+                max_file_bytes=s.max_file_bytes, zstd_level=s.zstd_level, encodings=s.parquet_encodings,
                 chunk_start=job.range_start if isinstance(job.range_start, int) else None,
             )
             try:

@@ -21,6 +21,10 @@ from .typemap import ColumnPlan
 
 INT64_MAX = 9_223_372_036_854_775_807
 INT32_MAX = 2_147_483_647
+# ADBC shifts PostgreSQL's epoch (2000-01-01) to Arrow's (1970-01-01) without an overflow check, so PostgreSQL's
+# +/-infinity (the int64/int32 extremes) arrive as these wrapped values. No finite PostgreSQL value maps to them.
+_TIMESTAMP_INFINITY = (INT64_MAX + 946_684_800_000_000 - 2**64, -(2**63) + 946_684_800_000_000)
+_DATE_INFINITY = (INT32_MAX + 10_957 - 2**32, -(2**31) + 10_957)
 
 
 @dataclass
@@ -42,21 +46,13 @@ def _check_ndims(batch: pa.RecordBatch, plans: list[ColumnPlan]) -> None:
         )
 
 
-def _select_sql(rel: str, plans: list[ColumnPlan], infinite: frozenset[str], where: str = "") -> str:
+def _select_sql(rel: str, plans: list[ColumnPlan], where: str = "") -> str:
     items = []
     for plan in plans:
         if plan.check_ndims:
             ident = '"' + plan.name.replace('"', '""') + '"'
             items.append(f"array_ndims({ident}) AS {plan.ndims_column()}")
-        if plan.name in infinite:
-            ident = '"' + plan.name.replace('"', '""') + '"'
-            items.append(f"CASE WHEN isfinite({ident}) THEN {ident} END AS {ident}")
-            items.append(
-                f"CASE WHEN {ident} = 'infinity' THEN 1::int2 WHEN {ident} = '-infinity' THEN -1::int2 "
-                f"ELSE 0::int2 END AS {plan.flag_column()}"
-            )
-        else:
-            items.append(plan.select_sql)
+        items.append(plan.select_sql)
     return f"SELECT {', '.join(items) or '1'} FROM {rel}{where}"
 
 
@@ -82,17 +78,21 @@ def output_schema(source: pa.Schema, plans: list[ColumnPlan], meta: dict[bytes, 
     return pa.schema(fields, metadata=meta)
 
 
-def _fix_infinite(values: pa.Array, flags: pa.Array, is_date: bool) -> pa.Array:
-    """Map PostgreSQL +/-infinity to DuckDB's infinity sentinels (max/-max of the storage integer)."""
+def _fix_infinite(values: pa.Array, is_date: bool) -> pa.Array:
+    """Map PostgreSQL +/-infinity (as ADBC delivers them) to DuckDB's infinity sentinels (max/-max of the storage)."""
     storage = pa.int32() if is_date else pa.int64()
-    top = INT32_MAX if is_date else INT64_MAX
+    positive, negative = _DATE_INFINITY if is_date else _TIMESTAMP_INFINITY
     raw = values.view(storage)
-    fixed = pc.if_else(pc.equal(flags, 1), pa.scalar(top, storage),
-                       pc.if_else(pc.equal(flags, -1), pa.scalar(-top, storage), raw))
+    low = pc.min(raw).as_py()
+    if low is None or low > negative:  # one pass: no infinity in this batch (both sentinels sit at the very bottom)
+        return values
+    top = INT32_MAX if is_date else INT64_MAX
+    fixed = pc.if_else(pc.equal(raw, positive), pa.scalar(top, storage),
+                       pc.if_else(pc.equal(raw, negative), pa.scalar(-top, storage), raw))
     return fixed.view(values.type)
 
 
-def convert_batch(batch: pa.RecordBatch, plans: list[ColumnPlan], schema: pa.Schema, infinite: frozenset[str]) -> pa.RecordBatch:
+def convert_batch(batch: pa.RecordBatch, plans: list[ColumnPlan], schema: pa.Schema) -> pa.RecordBatch:
     """Apply per-column fix-ups and return a batch with exactly `schema`."""
     arrays = []
     for plan, field in zip(plans, schema, strict=True):
@@ -108,8 +108,8 @@ def convert_batch(batch: pa.RecordBatch, plans: list[ColumnPlan], schema: pa.Sch
                     f"(NaN, Infinity or out of range): {error}. Alter the column to plain numeric, which is archived "
                     "as exact text."
                 ) from None
-        elif plan.name in infinite:
-            column = _fix_infinite(column, batch.column(plan.flag_column()), plan.conversion == "infinite_date")
+        elif plan.check_infinite:
+            column = _fix_infinite(column, plan.conversion == "infinite_date")
         if isinstance(column.type, pa.BaseExtensionType):
             column = column.storage
         if pa.types.is_timestamp(column.type) and column.type.tz is None:
@@ -183,8 +183,6 @@ class Extractor:
         (SET TRANSACTION SNAPSHOT), so every stream sees exactly the same rows.
         """
         rel = relation_sql(schema, name)
-        # Flags for every column that could hold +/-infinity: cheaper than a scan to find out which do.
-        infinite = frozenset(p.name for p in plans if p.check_infinite)
         ranges = page_ranges(pages, self.streams_for(pages))
         conns: list[Any] = []
         healthy = False
@@ -208,7 +206,7 @@ class Extractor:
             readers = []
             for cursor, (low, high) in zip(cursors, ranges, strict=True):
                 cursor.adbc_statement.set_options(**{"adbc.postgresql.batch_size_hint_bytes": str(self.batch_size_bytes)})
-                cursor.execute(_select_sql(rel, plans, infinite, ctid_filter(low, high)))
+                cursor.execute(_select_sql(rel, plans, ctid_filter(low, high)))
                 readers.append(cursor.fetch_record_batch())
             out_schema = output_schema(readers[0].schema, plans, meta)
 
@@ -216,7 +214,7 @@ class Extractor:
                 for batch in reader:
                     if batch.num_rows:
                         _check_ndims(batch, plans)
-                        yield convert_batch(batch, plans, out_schema, infinite)
+                        yield convert_batch(batch, plans, out_schema)
 
             if len(readers) == 1:
                 batches: Iterator[pa.RecordBatch] = convert(readers[0])

@@ -70,10 +70,11 @@ class Settings(BaseSettings):
     partitioned_tables: Annotated[list[str], NoDecode] = Field(default_factory=list)
     dry_run: bool = False
     ledger_schema: str = Field(default="archiver", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
-    batch_size_bytes: int = Field(default=16 * 1024 * 1024, ge=64 * 1024)
-    row_group_rows: int = Field(default=500_000, ge=1_000)
+    batch_size_bytes: int = Field(default=4 * 1024 * 1024, ge=64 * 1024)
+    row_group_rows: int = Field(default=250_000, ge=1_000)
     max_file_bytes: int = Field(default=1024 * 1024 * 1024, ge=1024 * 1024)
     zstd_level: int = Field(default=3, ge=1, le=22)
+    parquet_encodings: Literal["standard", "compact"] = "standard"
     parallel_chunks: int = Field(default_factory=lambda: _cores(), ge=1, le=64)
     extract_streams: int = Field(default_factory=lambda: _cores(), ge=1, le=16)
     max_attempts: int = Field(default=5, ge=1)

@@ -79,9 +79,6 @@ class ColumnPlan:
     check_ndims: bool = False
     notes: list[str] = field(default_factory=list)
 
-    def flag_column(self) -> str:
-        return f"__tsarchive_inf_{hashlib.sha1(self.name.encode()).hexdigest()[:10]}"
-
     def ndims_column(self) -> str:
         return f"__tsarchive_ndims_{hashlib.sha1(self.name.encode()).hexdigest()[:10]}"
 
