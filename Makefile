@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export TSARCHIVE_PG_PORT ?= 55432
 export TSARCHIVE_TSDB_PORT ?= 55433
 
-.PHONY: setup services services-stop demo test test-dates lint bench clean
+.PHONY: setup services services-stop demo test test-dates lint bench bench-smoke tsdb-native clean
 
 CHECKOV := .venv-checkov/bin/checkov
 
@@ -59,8 +59,17 @@ test-dates: services
 	  TSARCHIVE_TEST_NOW=$$d $(BIN)/python -m pytest -q tests/test_timescale.py tests/test_partitions_pg.py \
 	    tests/test_safety_pg.py tests/test_planning.py tests/test_delta_lake.py || exit 1; done
 
-bench: services
-	$(BIN)/python bench/bench_run.py
+# Native TimescaleDB for PostgreSQL 15, built from source (root, about 5 minutes, once); `make services` then starts it.
+tsdb-native:
+	@bash tools/timescaledb.sh
+
+# The side-by-side benchmark (COPY, DuckDB, tsarchive local/Azurite) on PostgreSQL 15 and native TimescaleDB,
+# 1M and 5M rows, 10,000 chunks, reader stall: about 25 minutes. Figures go to bench/results and bench/RESULTS.md.
+bench: tsdb-native services
+	$(BIN)/python bench/bench_archive.py
+
+bench-smoke: services
+	$(BIN)/python bench/bench_archive.py --smoke
 
 clean: services-stop
 	rm -rf .local .venv-checkov

@@ -164,6 +164,9 @@ class ArchiveTable:
         remove_actions = [RemoveAction(path, True, now_ms, size, self._partition_values_of(path))
                           for path, size in removes.items()]
         props = CommitProperties(custom_metadata={COMMIT_KEY: metadata}, max_commit_retries=100)
+        # A creation must not be retried on top of another archiver's creation (it would re-declare the table):
+        # a lost race raises, and the loop appends instead.
+        create_props = CommitProperties(custom_metadata={COMMIT_KEY: metadata}, max_commit_retries=0)
         options = self.lake.delta_storage_options()
         for _ in range(_COMMIT_ATTEMPTS):
             table = self.load()
@@ -177,9 +180,9 @@ class ArchiveTable:
                         partition_by=list(self.spec.columns), name=self.source,
                         description=f"tsarchive archive of {self.source}",
                         configuration={"delta.checkpointInterval": str(self.checkpoint_interval)},
-                        storage_options=options, commit_properties=props,
+                        storage_options=options, commit_properties=create_props,
                     )
-                    return 0
+                    return self._version_of(metadata, -1)
                 except Exception as error:  # noqa: BLE001 - another archiver created it first: append instead
                     if self.load() is None:
                         raise
@@ -188,6 +191,7 @@ class ArchiveTable:
                     continue
             self._check_partitioning(table)
             schema = table.schema()
+            read_version = int(table.version())
             try:
                 table.create_write_transaction(add_actions + remove_actions, mode="append", schema=schema,
                                                partition_by=list(self.spec.columns), commit_properties=props)
@@ -203,7 +207,7 @@ class ArchiveTable:
                 log.info("commit to %s conflicted with a concurrent one; retrying on the new version", self.source)
                 time.sleep(random.uniform(0.02, 0.3))
                 continue
-            return self._version_of(metadata)
+            return self._version_of(metadata, read_version)
         raise ArchiverError(f"could not commit to the archive table of {self.source}; the next run retries")
 
     def _partition_values_of(self, path: str) -> dict[str, str | None]:
@@ -214,15 +218,22 @@ class ArchiveTable:
                 values[name] = None if value.startswith("__HIVE_DEFAULT") else str(int(value))
         return values
 
-    def _version_of(self, metadata: dict[str, Any]) -> int:
-        """The version holding our commit (others may have committed after it)."""
-        table = self.load()
-        assert table is not None
+    def _version_of(self, metadata: dict[str, Any], read_version: int) -> int:
+        """The version holding our commit: the first log entry after the version we read that carries our token.
+
+        Read from the log files themselves, since other archivers may have committed before and after ours.
+        """
         token = metadata.get("token")
-        for entry in table.history(limit=200):
-            if entry.get(COMMIT_KEY, {}).get("token") == token:
-                return int(entry["version"])
-        return int(table.version())
+        for version in range(read_version + 1, read_version + 1000):
+            entry = f"{self.table_dir}/_delta_log/{version:020d}.json"
+            if not self.lake.exists(entry):
+                break
+            for line in self.lake.read_bytes(entry).splitlines():
+                info = json.loads(line).get("commitInfo") if line.strip() else None
+                if info is not None and info.get(COMMIT_KEY, {}).get("token") == token:
+                    return version
+        raise ArchiverError(f"the commit of {self.source} (token {token}) is not in the Delta log after version "
+                            f"{read_version}; the next run re-archives the chunk")
 
     def commit_metadata(self, version: int) -> dict[str, Any] | None:
         """The tsarchive metadata of a commit, if it is one of ours."""

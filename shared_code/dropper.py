@@ -34,6 +34,7 @@ from . import db
 from .errors import ArchiverError, SourceChangedError
 from .faults import crash_point
 from .ledger import Job, Ledger
+from .planning import ChunkKind
 from .typemap import plan_columns, schema_fingerprint
 
 XID_SPACE = 2**32
@@ -88,14 +89,16 @@ def changed_since(conn: psycopg.Connection, job: Job, snapshot: ArchiveSnapshot)
     """
     horizon = sql.Literal(str(snapshot.xmin32))
     rows, suspects = 0, 0
-    # Only the chunk's own heap: with decompression off, a compressed chunk's rows are counted in batches below.
-    conn.execute("SET LOCAL timescaledb.enable_transparent_decompression = off")
     relations = _relations(conn, job)
+    # A TimescaleDB chunk is read ONLY, its own heap: otherwise TimescaleDB decompresses (and refuses xmin).
+    # Its compressed rows are counted from their batches' row counts. A native partition may itself be partitioned,
+    # so it is read whole.
+    only = sql.SQL("ONLY ") if job.kind == ChunkKind.HYPERTABLE_CHUNK else sql.SQL("")
     for rel, compressed in relations:
         count = sql.SQL("coalesce(sum(_ts_meta_count), 0)") if compressed else sql.SQL("count(*)")
         row = conn.execute(sql.SQL(
-            "SELECT {}, count(*) FILTER (WHERE age(xmin) <= age({}::text::xid)) FROM {}").format(count, horizon, rel)
-        ).fetchone()
+            "SELECT {}, count(*) FILTER (WHERE age(xmin) <= age({}::text::xid)) FROM {}{}").format(
+            count, horizon, only, rel)).fetchone()
         assert row is not None
         rows += int(row[0])
         suspects += int(row[1])
@@ -109,8 +112,8 @@ def changed_since(conn: psycopg.Connection, job: Job, snapshot: ArchiveSnapshot)
     next_xid = int(next_row[0])
     for rel, _ in relations:
         xids = [int(r[0]) for r in conn.execute(sql.SQL(
-            "SELECT DISTINCT xmin::text FROM {} WHERE age(xmin) <= age({}::text::xid) LIMIT {}").format(
-            rel, horizon, sql.Literal(MAX_SUSPECTS + 1))).fetchall()]
+            "SELECT DISTINCT xmin::text FROM {}{} WHERE age(xmin) <= age({}::text::xid) LIMIT {}").format(
+            only, rel, horizon, sql.Literal(MAX_SUSPECTS + 1))).fetchall()]
         if len(xids) > MAX_SUSPECTS:
             return f"rows written by more than {MAX_SUSPECTS} transactions since the archive snapshot"
         written = sorted(x for x in xids if snapshot.xmin <= snapshot.full_xid(x) < next_xid)
@@ -128,11 +131,16 @@ class ChunkDropper:
         self.lock_timeout_ms, self.drop_lock_timeout_ms = lock_timeout_ms, drop_lock_timeout_ms
         self.retries, self.unsupported_as_text, self.sleep = retries, unsupported_as_text, sleep
 
-    def drop(self, job: Job) -> DropOutcome:
-        """Check and drop in one transaction; SourceChangedError if the chunk changed since its archive."""
+    def drop(self, job: Job, confirm_archive: Callable[[bool], None] = lambda exists: None) -> DropOutcome:
+        """Check and drop in one transaction; SourceChangedError if the chunk changed since its archive.
+
+        `confirm_archive(chunk_exists)` must return before anything is dropped or recorded as dropped, and raise if
+        the archive fails its re-check (it may run on another thread meanwhile: the lake and the database are
+        checked at the same time).
+        """
         for attempt in range(self.retries + 1):
             try:
-                return self._drop_once(job)
+                return self._drop_once(job, confirm_archive)
             except pgerrors.LockNotAvailable:
                 if attempt == self.retries:
                     break
@@ -142,11 +150,12 @@ class ChunkDropper:
         self.ledger.note_error(job.id, message)
         return DropOutcome(False, message)
 
-    def _drop_once(self, job: Job) -> DropOutcome:
+    def _drop_once(self, job: Job, confirm_archive: Callable[[bool], None]) -> DropOutcome:
         name = job.chunk.qualified_chunk
         with self.conn.transaction():
             self.conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(f"{self.lock_timeout_ms}ms")))
             if not db.relation_exists(self.conn, job.chunk_schema, job.chunk_name):
+                confirm_archive(False)
                 self.ledger.mark_dropped(job.id, reason="chunk was already gone")
                 return DropOutcome(True, "already gone")
             rel = db.relation(job.chunk_schema, job.chunk_name)
@@ -164,6 +173,7 @@ class ChunkDropper:
                 reason = None if now_fp.token == job.content_hash else f"{now_fp.rows} rows now, {job.row_count} archived"
             if reason:
                 raise SourceChangedError(f"{name}: changed since the archive snapshot ({reason})")
+            confirm_archive(True)
             # Readers queue behind a waiting ACCESS EXCLUSIVE request, so wait for it only briefly.
             self.conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(f"{self.drop_lock_timeout_ms}ms")))
             self.conn.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(rel))

@@ -514,20 +514,24 @@ class Engine:
                               seconds=time.monotonic() - started)
 
     def _drop_archived(self, job: Job, started: float) -> StepResult:
-        """Re-check the lake, then hand the chunk to the dropper (which proves it unchanged and drops it)."""
+        """Re-check the lake (on a second thread) while the dropper proves the chunk unchanged; drop if both pass."""
         name = job.chunk.qualified_chunk
-        problems = self.check_archive(job, checksum=self.settings.drop_recheck == "checksum")
-        exists = db.relation_exists(self.conn, job.chunk_schema, job.chunk_name)
-        if not job.table_path and exists:
-            problems.append("archived in the layout before Delta Lake tables; archiving it again into its table")
-        if problems and exists:
-            raise VerificationError("archive re-check failed: " + "; ".join(problems))
-        if problems:
-            raise ArchiverError(f"{name} is gone but its archive fails the re-check: {'; '.join(problems)}")
-        try:
-            outcome = self.dropper.drop(job)
-        except UnsupportedTypeError as error:
-            return StepResult(job.id, name, "drop", "failed", _first_line(error), seconds=time.monotonic() - started)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tsarchive-recheck") as pool:
+            lake_check = pool.submit(self.check_archive, job, checksum=self.settings.drop_recheck == "checksum")
+
+            def confirm_archive(exists: bool) -> None:
+                problems = list(lake_check.result())
+                if not job.table_path and exists:
+                    problems.append("archived in the layout before Delta Lake tables; archiving it again into its table")
+                if problems and exists:
+                    raise VerificationError("archive re-check failed: " + "; ".join(problems))
+                if problems:
+                    raise ArchiverError(f"{name} is gone but its archive fails the re-check: {'; '.join(problems)}")
+
+            try:
+                outcome = self.dropper.drop(job, confirm_archive)
+            except UnsupportedTypeError as error:
+                return StepResult(job.id, name, "drop", "failed", _first_line(error), seconds=time.monotonic() - started)
         if not outcome.done:
             return StepResult(job.id, name, "drop", "failed", outcome.detail, seconds=time.monotonic() - started)
         self.progress("dropped", job, {})

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from .errors import ArchiverError
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
 NULL_FOLDER = "__HIVE_DEFAULT_PARTITION__"
 _INT64_MAX = 9_223_372_036_854_775_807
 _INT32_MAX = 2_147_483_647
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 TIME_TYPES = {"timestamp with time zone", "timestamp without time zone", "date"}
 INTEGER_TYPES = {"smallint", "integer", "bigint"}
 
@@ -79,6 +81,17 @@ class PartitionSpec:
         is_date = pa.types.is_date32(column.type)
         top = _INT32_MAX if is_date else _INT64_MAX
         raw = column.view(pa.int32() if is_date else pa.int64())
+        if column.null_count == 0:  # the common case, a batch within one month: two scalars, no per-row work
+            bounds = pc.min_max(raw)
+            lo, hi = bounds["min"].as_py(), bounds["max"].as_py()
+            if lo is not None and -top < lo and hi < top:
+                try:
+                    first, last = _month_of(lo, column.type), _month_of(hi, column.type)
+                except OverflowError:  # beyond Python's years 1-9999: the general path below handles it
+                    first, last = (None, None), (None, 0)
+                if first == last:
+                    yield first, batch
+                    return
         finite = pc.and_(pc.greater(raw, -top), pc.less(raw, top))
         values = pc.if_else(finite, column, pa.scalar(None, column.type))
         codes = pc.add(pc.multiply(pc.year(values).cast(pa.int32()), 100), pc.month(values).cast(pa.int32()))
@@ -91,14 +104,24 @@ class PartitionSpec:
             yield _key(code), batch.filter(mask)
 
 
+def _month_of(value: int, kind: pa.DataType) -> PartitionKey:
+    """UTC (year, month) of a raw date32 (days) or timestamp (its unit) value."""
+    import pyarrow as pa
+
+    if pa.types.is_date32(kind):
+        moment = _EPOCH + timedelta(days=value)
+    else:
+        per_second = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}[kind.unit]
+        moment = _EPOCH + timedelta(seconds=value // per_second, microseconds=(value % per_second) * 1_000_000 // per_second)
+    return moment.year, moment.month
+
+
 def _key(code: int | None) -> PartitionKey:
     return (None, None) if code is None else (code // 100, code % 100)
 
 
 def month_keys(range_start, range_end) -> list[PartitionKey]:
     """Every (year, month) a [start, end) time range touches, for listing its folders."""
-    from datetime import UTC, datetime
-
     if not isinstance(range_start, datetime) or not isinstance(range_end, datetime):
         return []
     lo, hi = range_start.astimezone(UTC), range_end.astimezone(UTC)

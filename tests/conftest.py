@@ -17,6 +17,8 @@ from shared_code.settings import Settings, load_settings
 
 PG_PORT = int(os.environ.get("TSARCHIVE_PG_PORT", "55432"))
 TSDB_PORT = int(os.environ.get("TSARCHIVE_TSDB_PORT", "55433"))
+NATIVE_PORT = int(os.environ.get("TSARCHIVE_NATIVE_PORT", "55434"))
+NATIVE_ADMIN = f"postgresql://postgres@127.0.0.1:{NATIVE_PORT}/postgres"
 PG_ADMIN = os.environ.get("TSARCHIVE_TEST_PG_URL", f"postgresql://postgres@127.0.0.1:{PG_PORT}/postgres")
 TSDB_URL = os.environ.get(
     "TSARCHIVE_TEST_TSDB_URL", f"postgresql://postgres:postgres@127.0.0.1:{TSDB_PORT}/postgres?sslmode=disable"
@@ -121,6 +123,29 @@ def tsdb() -> Iterator[Tsdb]:
     with box.connect() as conn:
         conn.execute(f"DROP SCHEMA IF EXISTS {box.schema} CASCADE")
         conn.execute(f"DROP SCHEMA IF EXISTS {box.ledger} CASCADE")
+
+
+@pytest.fixture(params=["wasm", "native"])
+def timescale(request: pytest.FixtureRequest) -> Iterator[Tsdb]:
+    """TimescaleDB twice: the WASM build (2.23, PostgreSQL 17) and native 2.28.3 on PostgreSQL 15 (`make tsdb-native`)."""
+    if request.param == "wasm":
+        yield request.getfixturevalue("tsdb")
+        return
+    try:
+        socket.create_connection(("127.0.0.1", NATIVE_PORT), timeout=1).close()
+    except OSError:
+        pytest.skip(f"native TimescaleDB is not running on {NATIVE_PORT}: `make tsdb-native services` builds and starts it")
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(NATIVE_ADMIN, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    dsn = NATIVE_ADMIN.rsplit("/", 1)[0] + f"/{name}"
+    box = Tsdb(dsn, "ts_native", "ledger_native")
+    with box.connect() as conn:
+        conn.execute("CREATE EXTENSION timescaledb")
+        conn.execute(f"CREATE SCHEMA {box.schema}")
+    yield box
+    with psycopg.connect(NATIVE_ADMIN, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture

@@ -92,10 +92,10 @@ def make_months(conn: psycopg.Connection, first: datetime, months: int, per_mont
 
 
 # -- TimescaleDB: every reader, partition truth ---------------------------------------------------------------------
-def test_hypertable_archive_is_a_true_delta_table(tsdb, tmp_path):
+def test_hypertable_archive_is_a_true_delta_table(timescale, tmp_path):
     table = "Odd Metrics"
-    qualified = f'{tsdb.schema}."{table}"'
-    with tsdb.connect() as conn:
+    qualified = f'{timescale.schema}."{table}"'
+    with timescale.connect() as conn:
         conn.execute(f"CREATE TABLE {qualified} (ts timestamptz NOT NULL, device int NOT NULL, value float8, note text)")
         conn.execute(f"SELECT create_hypertable('{qualified}', by_range('ts', INTERVAL '10 days'))")
         conn.execute(f"SELECT add_dimension('{qualified}', by_hash('device', 2))")
@@ -106,10 +106,10 @@ def test_hypertable_archive_is_a_true_delta_table(tsdb, tmp_path):
                      "INTERVAL '20 days', %s::timestamptz, '1 day') t", (NOW, NOW))
         conn.execute(f"ALTER TABLE {qualified} SET (timescaledb.compress, timescaledb.compress_segmentby = 'device')")
         oldest = conn.execute("SELECT format('%%I.%%I', chunk_schema, chunk_name) FROM timescaledb_information.chunks "
-                              "WHERE hypertable_schema = %s ORDER BY range_start LIMIT 1", (tsdb.schema,)).fetchone()[0]
+                              "WHERE hypertable_schema = %s ORDER BY range_start LIMIT 1", (timescale.schema,)).fetchone()[0]
         conn.execute("SELECT compress_chunk(%s::regclass)", (oldest,))
         due = conn.execute("SELECT chunk_name, range_start, range_end FROM timescaledb_information.chunks "
-                           "WHERE hypertable_schema = %s AND range_end <= %s", (tsdb.schema, NOW - timedelta(days=730))
+                           "WHERE hypertable_schema = %s AND range_end <= %s", (timescale.schema, NOW - timedelta(days=730))
                            ).fetchall()
         expected = rows_key(r for name, _, _ in due for r in conn.execute(f"SELECT * FROM _timescaledb_internal.{name}"))
     ranges = [(lo.astimezone(UTC), (hi - timedelta(microseconds=1)).astimezone(UTC)) for _, lo, hi in due]
@@ -117,7 +117,7 @@ def test_hypertable_archive_is_a_true_delta_table(tsdb, tmp_path):
     assert any(lo.year != hi.year for lo, hi in ranges), "fixture must have a chunk crossing a year boundary"
 
     lake = tmp_path / "lake"
-    settings = settings_for(tsdb.dsn, lake, include=[f"{tsdb.schema}.*"], ledger_schema=tsdb.ledger)
+    settings = settings_for(timescale.dsn, lake, include=[f"{timescale.schema}.*"], ledger_schema=timescale.ledger)
     with Engine(settings, clock=lambda: NOW) as engine:
         report = engine.run()
         assert not report.failed, report.failed
@@ -126,7 +126,7 @@ def test_hypertable_archive_is_a_true_delta_table(tsdb, tmp_path):
     assert {j.chunk_name for j in jobs} == {name for name, _, _ in due}
     assert all(j.state == JobState.DROPPED for j in jobs)
 
-    path = lake / f"{tsdb.schema}.Odd~20Metrics"
+    path = lake / f"{timescale.schema}.Odd~20Metrics"
     columns = "ts, device, value, note"
     assert delta_rows(path) == expected
     assert duckdb_delta_rows(path, columns) == expected

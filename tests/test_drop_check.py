@@ -198,10 +198,10 @@ def test_parallel_streams_read_one_snapshot(pg_dsn):
         extractor.close()
 
 
-def test_recompressed_and_updated_compressed_chunks_are_changes(tsdb, tmp_path, test_now):
+def test_recompressed_and_updated_compressed_chunks_are_changes(timescale, tmp_path, test_now):
     """TimescaleDB: a chunk compressed at archive time, then recompressed, or one row updated, is re-archived."""
-    table = f"{tsdb.schema}.metrics"
-    with tsdb.connect() as conn:
+    table = f"{timescale.schema}.metrics"
+    with timescale.connect() as conn:
         conn.execute(f"CREATE TABLE {table} (ts timestamptz NOT NULL, device int, value float8)")
         conn.execute(f"SELECT create_hypertable('{table}', by_range('ts', INTERVAL '7 days'))")
         conn.execute(f"ALTER TABLE {table} SET (timescaledb.compress, timescaledb.compress_segmentby = 'device')")
@@ -211,13 +211,13 @@ def test_recompressed_and_updated_compressed_chunks_are_changes(tsdb, tmp_path, 
         chunks = [r[0] for r in conn.execute(f"SELECT show_chunks('{table}')").fetchall()]
         for chunk in chunks:
             conn.execute(f"SELECT compress_chunk('{chunk}')")
-    engine = engine_for(tsdb.dsn, tmp_path / "lake", now=test_now, include=[f"{tsdb.schema}.*"],
-                        ledger_schema=tsdb.ledger)
+    engine = engine_for(timescale.dsn, tmp_path / "lake", now=test_now, include=[f"{timescale.schema}.*"],
+                        ledger_schema=timescale.ledger)
     with engine:
         engine.run(drop=False)
         jobs = sorted(engine.ledger.all_jobs(), key=lambda j: str(j.range_start))
         assert len(jobs) == 2 and all(j.is_compressed and j.state == JobState.ARCHIVED for j in jobs)
-        with tsdb.connect() as conn:
+        with timescale.connect() as conn:
             untouched = _check(engine, jobs[0])
             conn.execute(f"SELECT decompress_chunk('{jobs[0].chunk.qualified_chunk}')")
             conn.execute(f"SELECT compress_chunk('{jobs[0].chunk.qualified_chunk}')")

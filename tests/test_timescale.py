@@ -41,11 +41,11 @@ def _all_chunks(conn, schema, table):
         (schema, table)).fetchall())
 
 
-def test_hypertable_end_to_end(tsdb, tmp_path, sample_now):
+def test_hypertable_end_to_end(timescale, tmp_path, sample_now):
     now = sample_now
     table = 'Sensor Data-1'  # odd, quoted, mixed case
-    qualified = f'{tsdb.schema}."{table}"'
-    with tsdb.connect() as conn:
+    qualified = f'{timescale.schema}."{table}"'
+    with timescale.connect() as conn:
         conn.execute(f"CREATE TABLE {qualified} (ts timestamptz NOT NULL, device int NOT NULL, \"Value\" float8, "
                      "tags jsonb, note text)")
         conn.execute(f"SELECT create_hypertable('{qualified}', by_range('ts', INTERVAL '60 days'))")
@@ -56,10 +56,10 @@ def test_hypertable_end_to_end(tsdb, tmp_path, sample_now):
                      "generate_series(1, 3) d", {"now": now})
         conn.execute(f"ALTER TABLE {qualified} SET (timescaledb.compress, timescaledb.compress_segmentby = 'device')")
         oldest = conn.execute("SELECT format('%%I.%%I', chunk_schema, chunk_name) FROM timescaledb_information.chunks "
-                              "WHERE hypertable_schema = %s ORDER BY range_start LIMIT 1", (tsdb.schema,)).fetchone()[0]
+                              "WHERE hypertable_schema = %s ORDER BY range_start LIMIT 1", (timescale.schema,)).fetchone()[0]
         conn.execute("SELECT compress_chunk(%s::regclass)", (oldest,))
-        due = _due_chunks(conn, tsdb.schema, table, now)
-        hot = sorted(set(_all_chunks(conn, tsdb.schema, table)) - set(due))
+        due = _due_chunks(conn, timescale.schema, table, now)
+        hot = sorted(set(_all_chunks(conn, timescale.schema, table)) - set(due))
         assert len(due) >= 4 and hot
         assert conn.execute("SELECT count(*) FROM timescaledb_information.chunks WHERE is_compressed AND chunk_name = ANY(%s)",
                             (due,)).fetchone()[0] >= 1
@@ -67,7 +67,7 @@ def test_hypertable_end_to_end(tsdb, tmp_path, sample_now):
         total_before = conn.execute(f"SELECT count(*) FROM {qualified}").fetchone()[0]
 
     lake = tmp_path / "lake"
-    with engine_for(tsdb.dsn, lake, now=now, include=[f"{tsdb.schema}.*"], ledger_schema=tsdb.ledger) as engine:
+    with engine_for(timescale.dsn, lake, now=now, include=[f"{timescale.schema}.*"], ledger_schema=timescale.ledger) as engine:
         entries = engine.plan()
         assert sorted(e.chunk.chunk_name for e in entries if e.decision == Decision.DUE) == due
         report = engine.run()
@@ -75,8 +75,8 @@ def test_hypertable_end_to_end(tsdb, tmp_path, sample_now):
         jobs = {j.chunk_name: j for j in engine.ledger.all_jobs()}
         status = {r["table"]: r for r in engine.status()}
 
-    with tsdb.connect() as conn:
-        assert _all_chunks(conn, tsdb.schema, table) == hot  # exactly the due chunks are gone
+    with timescale.connect() as conn:
+        assert _all_chunks(conn, timescale.schema, table) == hot  # exactly the due chunks are gone
         total_after = conn.execute(f"SELECT count(*) FROM {qualified}").fetchone()[0]
     assert total_after == total_before - sum(len(rows) for rows in expected.values())
     assert set(jobs) == set(due)
@@ -87,44 +87,44 @@ def test_hypertable_end_to_end(tsdb, tmp_path, sample_now):
         for path in job.lake_paths:
             archived.extend(tuple(normalise(v) for v in r.values()) for r in pq.read_table(lake / path).to_pylist())
         assert sorted(archived, key=repr) == sorted((tuple(normalise(v) for v in r) for r in rows), key=repr)
-        assert job.lake_paths[0].startswith(f"{tsdb.schema}.Sensor~20Data-1/year=")
+        assert job.lake_paths[0].startswith(f"{timescale.schema}.Sensor~20Data-1/year=")
     files = visible_files(lake)
     assert files and all(not f.name.startswith(("_", ".")) for f in files)
-    row = status[f"{tsdb.schema}.{table}"]
+    row = status[f"{timescale.schema}.{table}"]
     assert row["dropped"] == len(due) and row["hot"] == len(hot) and row["due"] == 0
     assert row["rows_archived"] == sum(len(r) for r in expected.values())
 
 
-def test_continuous_aggregate_blocks_drop(tsdb, tmp_path, sample_now):
+def test_continuous_aggregate_blocks_drop(timescale, tmp_path, sample_now):
     """A policy window starting exactly at a due chunk's end: chunks ending at or before it drop, the newer due one stays.
 
     The window is derived from the real chunk boundaries (90-day chunks, 730-day retention), not a fixed offset, so
     some due chunk always ends inside it and another outside it, whatever `now` is.
     """
     now = sample_now
-    with tsdb.connect() as conn:
-        conn.execute(f"CREATE TABLE {tsdb.schema}.raw (ts timestamptz NOT NULL, v float8)")
-        conn.execute(f"SELECT create_hypertable('{tsdb.schema}.raw', by_range('ts', INTERVAL '90 days'))")
-        conn.execute(f"INSERT INTO {tsdb.schema}.raw SELECT t, 1 FROM generate_series(%(now)s::timestamptz - "
+    with timescale.connect() as conn:
+        conn.execute(f"CREATE TABLE {timescale.schema}.raw (ts timestamptz NOT NULL, v float8)")
+        conn.execute(f"SELECT create_hypertable('{timescale.schema}.raw', by_range('ts', INTERVAL '90 days'))")
+        conn.execute(f"INSERT INTO {timescale.schema}.raw SELECT t, 1 FROM generate_series(%(now)s::timestamptz - "
                      "INTERVAL '1000 days', %(now)s::timestamptz, INTERVAL '1 day') t", {"now": now})
-        conn.execute(f"CREATE MATERIALIZED VIEW {tsdb.schema}.daily WITH (timescaledb.continuous) AS "
-                     f"SELECT time_bucket('1 day', ts) AS day, sum(v) FROM {tsdb.schema}.raw GROUP BY 1 WITH NO DATA")
-        conn.execute(f"CALL refresh_continuous_aggregate('{tsdb.schema}.daily', NULL, %s::timestamptz - INTERVAL '1 day')",
+        conn.execute(f"CREATE MATERIALIZED VIEW {timescale.schema}.daily WITH (timescaledb.continuous) AS "
+                     f"SELECT time_bucket('1 day', ts) AS day, sum(v) FROM {timescale.schema}.raw GROUP BY 1 WITH NO DATA")
+        conn.execute(f"CALL refresh_continuous_aggregate('{timescale.schema}.daily', NULL, %s::timestamptz - INTERVAL '1 day')",
                      (now,))
-        due = _due_chunk_ends(conn, tsdb.schema, "raw", now)
+        due = _due_chunk_ends(conn, timescale.schema, "raw", now)
         assert len(due) >= 2, due  # 1000 days of data, 90-day chunks: the 270 days before the cutoff hold 3 boundaries
         window_start = due[-2][1]  # the second-newest due chunk's end
         start_offset = _as_interval(now - window_start)
-        conn.execute(f"SELECT add_continuous_aggregate_policy('{tsdb.schema}.daily', start_offset => %s::interval, "
+        conn.execute(f"SELECT add_continuous_aggregate_policy('{timescale.schema}.daily', start_offset => %s::interval, "
                      "end_offset => INTERVAL '1 day', schedule_interval => INTERVAL '1 day')", (start_offset,))
         assert conn.execute("SELECT %s::timestamptz - %s::interval", (now, start_offset)).fetchone()[0] == window_start
-        hot = set(_all_chunks(conn, tsdb.schema, "raw")) - {name for name, _ in due}
+        hot = set(_all_chunks(conn, timescale.schema, "raw")) - {name for name, _ in due}
     should_block = sorted(name for name, end in due if end > window_start)
     should_drop = sorted(name for name, end in due if end <= window_start)
     assert should_block == [due[-1][0]] and len(should_drop) == len(due) - 1 and hot
 
-    with engine_for(tsdb.dsn, tmp_path / "lake", now=now, include=[f"{tsdb.schema}.*"],
-                    ledger_schema=tsdb.ledger) as engine:
+    with engine_for(timescale.dsn, tmp_path / "lake", now=now, include=[f"{timescale.schema}.*"],
+                    ledger_schema=timescale.ledger) as engine:
         entries = engine.plan()
         assert not [e for e in entries if e.chunk.table_schema.startswith("_timescaledb")]
         blocked = {e.chunk.chunk_name: e.reason for e in entries if e.decision == Decision.BLOCKED}
@@ -133,80 +133,80 @@ def test_continuous_aggregate_blocks_drop(tsdb, tmp_path, sample_now):
         assert all("refresh window" in r and "daily" in r and window_start.isoformat() in r for r in blocked.values())
         assert not engine.run().failed
         states = {j.chunk_name: j for j in engine.ledger.all_jobs()}
-    with tsdb.connect() as conn:
-        left = set(_all_chunks(conn, tsdb.schema, "raw"))
+    with timescale.connect() as conn:
+        left = set(_all_chunks(conn, timescale.schema, "raw"))
     assert left == set(should_block) | hot
     assert all(states[n].state == JobState.BLOCKED and "refresh window" in states[n].reason for n in should_block)
     assert all(states[n].state == JobState.DROPPED for n in should_drop)
 
 
-def test_integer_time_hypertable_skipped_unless_configured(tsdb, tmp_path):
-    with tsdb.connect() as conn:
-        conn.execute(f"CREATE TABLE {tsdb.schema}.ticks (t bigint NOT NULL, v int)")
-        conn.execute(f"SELECT create_hypertable('{tsdb.schema}.ticks', by_range('t', 1000))")
-        conn.execute(f"CREATE FUNCTION {tsdb.schema}.ticks_now() RETURNS bigint LANGUAGE sql STABLE AS "
-                     f"'SELECT coalesce(max(t), 0) FROM {tsdb.schema}.ticks'")
-        conn.execute(f"SELECT set_integer_now_func('{tsdb.schema}.ticks', '{tsdb.schema}.ticks_now')")
-        conn.execute(f"INSERT INTO {tsdb.schema}.ticks SELECT g, g FROM generate_series(0, 9999) g")
-    common = {"include": [f"{tsdb.schema}.*"], "ledger_schema": tsdb.ledger}
-    with engine_for(tsdb.dsn, tmp_path / "lake", **common) as engine:
+def test_integer_time_hypertable_skipped_unless_configured(timescale, tmp_path):
+    with timescale.connect() as conn:
+        conn.execute(f"CREATE TABLE {timescale.schema}.ticks (t bigint NOT NULL, v int)")
+        conn.execute(f"SELECT create_hypertable('{timescale.schema}.ticks', by_range('t', 1000))")
+        conn.execute(f"CREATE FUNCTION {timescale.schema}.ticks_now() RETURNS bigint LANGUAGE sql STABLE AS "
+                     f"'SELECT coalesce(max(t), 0) FROM {timescale.schema}.ticks'")
+        conn.execute(f"SELECT set_integer_now_func('{timescale.schema}.ticks', '{timescale.schema}.ticks_now')")
+        conn.execute(f"INSERT INTO {timescale.schema}.ticks SELECT g, g FROM generate_series(0, 9999) g")
+    common = {"include": [f"{timescale.schema}.*"], "ledger_schema": timescale.ledger}
+    with engine_for(timescale.dsn, tmp_path / "lake", **common) as engine:
         entries = engine.plan()
         assert entries and all(e.decision == Decision.SKIPPED for e in entries)
         assert "ARCHIVER_INTEGER_RETENTION" in entries[0].reason
-    with engine_for(tsdb.dsn, tmp_path / "lake", integer_retention={f"{tsdb.schema}.ticks": 5000}, **common) as engine:
+    with engine_for(timescale.dsn, tmp_path / "lake", integer_retention={f"{timescale.schema}.ticks": 5000}, **common) as engine:
         report = engine.run()
         assert not report.failed
         dropped = [j for j in engine.ledger.all_jobs() if j.state == JobState.DROPPED]
     # integer_now = 9999, cutoff 4999: chunks [0,1000) .. [3000,4000) end at or before it
     assert sorted(j.range_end for j in dropped) == [1000, 2000, 3000, 4000]
-    with tsdb.connect() as conn:
-        assert conn.execute(f"SELECT min(t) FROM {tsdb.schema}.ticks").fetchone()[0] == 4000
+    with timescale.connect() as conn:
+        assert conn.execute(f"SELECT min(t) FROM {timescale.schema}.ticks").fetchone()[0] == 4000
     assert all(f"/range_start={j.range_start}/" in j.lake_paths[0] for j in dropped)
 
 
-def test_archived_chunk_is_kept_when_a_cagg_starts_needing_it(tsdb, tmp_path, test_now):
-    with tsdb.connect() as conn:
-        conn.execute(f"CREATE TABLE {tsdb.schema}.raw (ts timestamptz NOT NULL, v float8)")
-        conn.execute(f"SELECT create_hypertable('{tsdb.schema}.raw', by_range('ts', INTERVAL '90 days'))")
-        conn.execute(f"INSERT INTO {tsdb.schema}.raw SELECT t, 1 FROM generate_series(%(now)s::timestamptz - "
+def test_archived_chunk_is_kept_when_a_cagg_starts_needing_it(timescale, tmp_path, test_now):
+    with timescale.connect() as conn:
+        conn.execute(f"CREATE TABLE {timescale.schema}.raw (ts timestamptz NOT NULL, v float8)")
+        conn.execute(f"SELECT create_hypertable('{timescale.schema}.raw', by_range('ts', INTERVAL '90 days'))")
+        conn.execute(f"INSERT INTO {timescale.schema}.raw SELECT t, 1 FROM generate_series(%(now)s::timestamptz - "
                      "INTERVAL '1000 days', %(now)s::timestamptz, INTERVAL '1 day') t", {"now": test_now})
-        due = _due_chunks(conn, tsdb.schema, "raw", test_now)
-    common = {"include": [f"{tsdb.schema}.*"], "ledger_schema": tsdb.ledger}
-    with engine_for(tsdb.dsn, tmp_path / "lake", now=test_now, **common) as engine:
+        due = _due_chunks(conn, timescale.schema, "raw", test_now)
+    common = {"include": [f"{timescale.schema}.*"], "ledger_schema": timescale.ledger}
+    with engine_for(timescale.dsn, tmp_path / "lake", now=test_now, **common) as engine:
         assert not engine.run(drop=False).failed
         archived = engine.ledger.all_jobs()
         assert due and sorted(j.chunk_name for j in archived) == due
         assert all(j.state == JobState.ARCHIVED for j in archived)
-        with tsdb.connect() as conn:  # a continuous aggregate that refreshes everything appears before the drop
-            conn.execute(f"CREATE MATERIALIZED VIEW {tsdb.schema}.daily WITH (timescaledb.continuous) AS "
-                         f"SELECT time_bucket('1 day', ts) AS day, sum(v) FROM {tsdb.schema}.raw GROUP BY 1 WITH NO DATA")
-            conn.execute(f"SELECT add_continuous_aggregate_policy('{tsdb.schema}.daily', start_offset => NULL, "
+        with timescale.connect() as conn:  # a continuous aggregate that refreshes everything appears before the drop
+            conn.execute(f"CREATE MATERIALIZED VIEW {timescale.schema}.daily WITH (timescaledb.continuous) AS "
+                         f"SELECT time_bucket('1 day', ts) AS day, sum(v) FROM {timescale.schema}.raw GROUP BY 1 WITH NO DATA")
+            conn.execute(f"SELECT add_continuous_aggregate_policy('{timescale.schema}.daily', start_offset => NULL, "
                          "end_offset => INTERVAL '1 day', schedule_interval => INTERVAL '1 day')")
         report = engine.run()
         assert not report.failed
         assert {s.outcome for s in report.steps if s.step == "drop"} == {"skipped"}
         jobs = engine.ledger.all_jobs()
     assert all(j.state == JobState.ARCHIVED and "whole range" in (j.reason or "") for j in jobs)
-    with tsdb.connect() as conn:
-        left = set(_all_chunks(conn, tsdb.schema, "raw"))
+    with timescale.connect() as conn:
+        left = set(_all_chunks(conn, timescale.schema, "raw"))
     assert {j.chunk_name for j in jobs} <= left
 
 
-def test_integer_hypertable_with_a_continuous_aggregate_is_kept(tsdb, tmp_path):
-    with tsdb.connect() as conn:
-        conn.execute(f"CREATE TABLE {tsdb.schema}.ticks (t bigint NOT NULL, v int)")
-        conn.execute(f"SELECT create_hypertable('{tsdb.schema}.ticks', by_range('t', 1000))")
-        conn.execute(f"CREATE FUNCTION {tsdb.schema}.ticks_now() RETURNS bigint LANGUAGE sql STABLE AS "
-                     f"'SELECT coalesce(max(t), 0) FROM {tsdb.schema}.ticks'")
-        conn.execute(f"SELECT set_integer_now_func('{tsdb.schema}.ticks', '{tsdb.schema}.ticks_now')")
-        conn.execute(f"INSERT INTO {tsdb.schema}.ticks SELECT g, g FROM generate_series(0, 9999) g")
-        conn.execute(f"CREATE MATERIALIZED VIEW {tsdb.schema}.per_k WITH (timescaledb.continuous) AS "
-                     f"SELECT time_bucket(1000, t) AS k, sum(v) FROM {tsdb.schema}.ticks GROUP BY 1 WITH NO DATA")
-    common = {"include": [f"{tsdb.schema}.*"], "ledger_schema": tsdb.ledger,
-              "integer_retention": {f"{tsdb.schema}.ticks": 5000}}
-    with engine_for(tsdb.dsn, tmp_path / "lake", **common) as engine:
+def test_integer_hypertable_with_a_continuous_aggregate_is_kept(timescale, tmp_path):
+    with timescale.connect() as conn:
+        conn.execute(f"CREATE TABLE {timescale.schema}.ticks (t bigint NOT NULL, v int)")
+        conn.execute(f"SELECT create_hypertable('{timescale.schema}.ticks', by_range('t', 1000))")
+        conn.execute(f"CREATE FUNCTION {timescale.schema}.ticks_now() RETURNS bigint LANGUAGE sql STABLE AS "
+                     f"'SELECT coalesce(max(t), 0) FROM {timescale.schema}.ticks'")
+        conn.execute(f"SELECT set_integer_now_func('{timescale.schema}.ticks', '{timescale.schema}.ticks_now')")
+        conn.execute(f"INSERT INTO {timescale.schema}.ticks SELECT g, g FROM generate_series(0, 9999) g")
+        conn.execute(f"CREATE MATERIALIZED VIEW {timescale.schema}.per_k WITH (timescaledb.continuous) AS "
+                     f"SELECT time_bucket(1000, t) AS k, sum(v) FROM {timescale.schema}.ticks GROUP BY 1 WITH NO DATA")
+    common = {"include": [f"{timescale.schema}.*"], "ledger_schema": timescale.ledger,
+              "integer_retention": {f"{timescale.schema}.ticks": 5000}}
+    with engine_for(timescale.dsn, tmp_path / "lake", **common) as engine:
         entries = [e for e in engine.plan() if e.chunk.table_name == "ticks" and e.decision != Decision.HOT]
         assert entries and all(e.decision == Decision.BLOCKED and "integer-time" in e.reason for e in entries)
         assert not engine.run().failed
-    with tsdb.connect() as conn:
-        assert conn.execute(f"SELECT min(t) FROM {tsdb.schema}.ticks").fetchone()[0] == 0
+    with timescale.connect() as conn:
+        assert conn.execute(f"SELECT min(t) FROM {timescale.schema}.ticks").fetchone()[0] == 0
