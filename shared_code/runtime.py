@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from psycopg.pq import TransactionStatus
+from pydantic import SecretStr
 
 from . import telemetry
 from .engine import Engine
@@ -13,15 +21,74 @@ from .transport import Transport, make_transport
 log = logging.getLogger("tsarchive")
 _transport: Transport | None = None
 _transport_key: tuple | None = None
+# Idle engines kept between invocations of this function instance: (returned at, settings key, engine).
+_idle: list[tuple[float, str, Engine]] = []
+_idle_lock = threading.Lock()
+IDLE_SECONDS = 300
 
 
 def settings() -> Settings:
     return load_settings()
 
 
-def engine(current: Settings | None = None) -> Engine:
+def _settings_key(current: Settings) -> str:
+    reveal = lambda v: v.get_secret_value() if isinstance(v, SecretStr) else str(v)  # noqa: E731 - memory only
+    return json.dumps(current.model_dump(), default=reveal, sort_keys=True)
+
+
+def _usable(candidate: Engine) -> bool:
+    """An idle engine's session is still open, outside any transaction, and answers."""
+    conn = candidate.conn
+    if conn.closed or conn.info.transaction_status != TransactionStatus.IDLE:
+        return False
+    try:
+        conn.execute("SELECT 1")
+        return True
+    except Exception:  # noqa: BLE001 - a dropped connection of any kind: discard it
+        return False
+
+
+@contextmanager
+def engine(current: Settings | None = None) -> Iterator[Engine]:
+    """An engine for one invocation, kept for the next ones of this instance: its connections (and ADBC's type
+    catalog read, a second per connect in a database of 10,000 chunks) are paid once per instance, not per chunk."""
     telemetry.configure()
-    return Engine(current or settings())
+    current = current or settings()
+    key, now = _settings_key(current), time.monotonic()
+    leased, stale = None, []
+    with _idle_lock:
+        for entry in list(_idle):
+            if now - entry[0] > IDLE_SECONDS:
+                _idle.remove(entry)
+                stale.append(entry[2])
+            elif leased is None and entry[1] == key:
+                _idle.remove(entry)
+                leased = entry[2]
+    for old in stale:
+        old.close()
+    if leased is not None and not _usable(leased):
+        leased.close()
+        leased = None
+    worker = leased or Engine(current)
+    healthy = False
+    try:
+        yield worker
+        healthy = True
+    finally:
+        if healthy and _usable(worker):
+            with _idle_lock:
+                _idle.append((time.monotonic(), key, worker))
+        else:
+            worker.close()
+
+
+def close_idle() -> None:
+    """Close every kept engine (tests, shutdown)."""
+    with _idle_lock:
+        engines = [entry[2] for entry in _idle]
+        _idle.clear()
+    for old in engines:
+        old.close()
 
 
 def transport(current: Settings | None = None) -> Transport:

@@ -60,10 +60,14 @@ def _require(port: int, what: str) -> None:
 
 
 @pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     for name in list(os.environ):
         if name.startswith("ARCHIVER_") or name == "TSARCHIVE_CRASH_AT":
             monkeypatch.delenv(name, raising=False)
+    yield
+    from shared_code import runtime
+
+    runtime.close_idle()  # engines the function app kept for its next invocation
 
 
 @pytest.fixture
