@@ -23,6 +23,8 @@ SESSION_SETTINGS = {
     "client_min_messages": "warning",
     # Reading a compressed chunk directly must see its compressed rows (a placeholder GUC without TimescaleDB).
     "timescaledb.enable_transparent_decompression": "on",
+    # The ledger's compare-and-set and the drop's lock-then-check rely on a fresh snapshot per statement.
+    "default_transaction_isolation": "read committed",
 }
 
 
@@ -91,6 +93,14 @@ def heap_pages(conn: psycopg.Connection, schema: str, name: str) -> int:
         (schema, name),
     ).fetchone()
     return int(row[0]) if row else 0
+
+
+def relation_oid(conn: psycopg.Connection, schema: str, name: str) -> int | None:
+    """The relation's OID: its identity, which a rename cannot carry over to another table."""
+    row = conn.execute(
+        "SELECT c.oid::bigint FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = %s AND c.relname = %s", (schema, name)).fetchone()
+    return int(row[0]) if row else None
 
 
 def relation_exists(conn: psycopg.Connection, schema: str, name: str) -> bool:

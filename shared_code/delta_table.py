@@ -147,8 +147,9 @@ class ArchiveTable:
 
     # -- commits --------------------------------------------------------------------------------
     def commit(self, adds: list[DataFile], removes: dict[str, int], data_schema: pa.Schema,
-               metadata: dict[str, Any]) -> int:
-        """One commit: add `adds`, remove `removes` (path -> size); return the new version.
+               metadata: dict[str, Any]) -> int | None:
+        """One commit: add `adds`, remove `removes` (path -> size); return the new version (None: committed, version
+        not found in the log).
 
         Concurrent commits from other archivers are retried by delta-rs (appends never conflict); the very first
         commit creates the table, and a lost creation race falls back to an append.
@@ -186,6 +187,9 @@ class ArchiveTable:
                 except Exception as error:  # noqa: BLE001 - another archiver created it first: append instead
                     if self.load() is None:
                         raise
+                    landed = self._version_of(metadata, -1)
+                    if landed is not None:  # ours after all: never append it a second time
+                        return landed
                     log.info("archive table %s was created concurrently (%s); appending", self.source,
                              str(error).splitlines()[0])
                     continue
@@ -196,6 +200,9 @@ class ArchiveTable:
                 table.create_write_transaction(add_actions + remove_actions, mode="append", schema=schema,
                                                partition_by=list(self.spec.columns), commit_properties=props)
             except CommitFailedError as error:
+                landed = self._version_of(metadata, read_version)
+                if landed is not None:  # it was written after all (an error reported after the log entry landed)
+                    return landed
                 # delta-rs treats a commit that removes files as having read the whole table, so any concurrent
                 # replacing commit conflicts with it. Ours only removes this job's own files, which no other archiver
                 # touches (the job is claimed): when they are all still live, the same commit is valid on the new
@@ -218,22 +225,34 @@ class ArchiveTable:
                 values[name] = None if value.startswith("__HIVE_DEFAULT") else str(int(value))
         return values
 
-    def _version_of(self, metadata: dict[str, Any], read_version: int) -> int:
+    def _version_of(self, metadata: dict[str, Any], read_version: int) -> int | None:
         """The version holding our commit: the first log entry after the version we read that carries our token.
 
-        Read from the log files themselves, since other archivers may have committed before and after ours.
+        Read from the log files themselves, since other archivers may have committed before and after ours. None if
+        it cannot be found (or the log cannot be read): callers must not take that as "not committed".
         """
         token = metadata.get("token")
-        for version in range(read_version + 1, read_version + 1000):
-            entry = f"{self.table_dir}/_delta_log/{version:020d}.json"
-            if not self.lake.exists(entry):
-                break
-            for line in self.lake.read_bytes(entry).splitlines():
-                info = json.loads(line).get("commitInfo") if line.strip() else None
-                if info is not None and info.get(COMMIT_KEY, {}).get("token") == token:
-                    return version
-        raise ArchiverError(f"the commit of {self.source} (token {token}) is not in the Delta log after version "
-                            f"{read_version}; the next run re-archives the chunk")
+        try:
+            for version in range(read_version + 1, read_version + 1000):
+                entry = f"{self.table_dir}/_delta_log/{version:020d}.json"
+                if not self.lake.exists(entry):
+                    break
+                for line in self.lake.read_bytes(entry).splitlines():
+                    info = json.loads(line).get("commitInfo") if line.strip() else None
+                    if info is not None and info.get(COMMIT_KEY, {}).get("token") == token:
+                        return version
+        except (OSError, ValueError) as error:
+            log.warning("could not read the Delta log of %s to find commit %s: %s", self.source, token, error)
+        return None
+
+    def holds_commit(self, token: str) -> bool:
+        """Whether one of the latest 200 commits is the one carrying this token (after an unclear commit error)."""
+        try:
+            table = self.load()
+            return table is not None and any(entry.get(COMMIT_KEY, {}).get("token") == token
+                                             for entry in table.history(limit=200))
+        except Exception:  # noqa: BLE001 - unreadable now: the caller treats "unknown" as committed
+            return True
 
     def commit_metadata(self, version: int) -> dict[str, Any] | None:
         """The tsarchive metadata of a commit, if it is one of ours."""

@@ -17,7 +17,8 @@ the count, so (1) fails; a DELETE hidden by as many INSERTs still trips (2). TRU
 archive holds them. The check is conservative: a row committed between S.xmin and S was taken is in the archive but
 still fails (2); that costs one re-archive (whose new snapshot lies past it), never a lost row. Row versions frozen
 more than 2^31 transactions ago can show a wrapped xmin; one that maps past the newest transaction ID is recognised as
-such, anything else is treated as a change.
+such, anything else is treated as a change. A snapshot more than 2^30 transactions old is never trusted (32-bit ages
+would stop ordering it), nor one taken of another relation than the one now under the chunk's name (its OID).
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ from .typemap import plan_columns, schema_fingerprint
 
 XID_SPACE = 2**32
 MAX_SUSPECTS = 1000
+# Far below 2^31, where 32-bit xid ages wrap: an older snapshot is never trusted (the chunk is archived again).
+MAX_SNAPSHOT_AGE = 2**30
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,16 @@ class ArchiveSnapshot:
         return self.xmin + (delta - XID_SPACE if delta >= XID_SPACE // 2 else delta)
 
 
+ConfirmArchive = Callable[[bool, float | None], bool]
+LAKE_WAIT_S = 0.5  # the most the SHARE lock is held waiting for the lake re-check
+
+
+class _LakeCheckPending(Exception):
+    def __init__(self, exists: bool) -> None:
+        super().__init__("the lake re-check is still running")
+        self.exists = exists
+
+
 @dataclass
 class DropOutcome:
     done: bool
@@ -87,6 +100,12 @@ def changed_since(conn: psycopg.Connection, job: Job, snapshot: ArchiveSnapshot)
 
     Call inside a transaction holding SHARE on the chunk and its compressed relation.
     """
+    next_row = conn.execute("SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint").fetchone()
+    assert next_row is not None
+    next_xid = int(next_row[0])
+    if next_xid - snapshot.xmin >= MAX_SNAPSHOT_AGE:
+        # 32-bit xid ages stop ordering transactions this far apart: prove nothing, archive again
+        return f"the archive snapshot is {next_xid - snapshot.xmin:,} transactions old"
     horizon = sql.Literal(str(snapshot.xmin32))
     rows, suspects = 0, 0
     relations = _relations(conn, job)
@@ -107,9 +126,6 @@ def changed_since(conn: psycopg.Connection, job: Job, snapshot: ArchiveSnapshot)
     if not suspects:
         return None
     # Some row versions look newer than the snapshot: each must be a wrapped xid of a long-frozen row to pass.
-    next_row = conn.execute("SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint").fetchone()
-    assert next_row is not None
-    next_xid = int(next_row[0])
     for rel, _ in relations:
         xids = [int(r[0]) for r in conn.execute(sql.SQL(
             "SELECT DISTINCT xmin::text FROM {}{} WHERE age(xmin) <= age({}::text::xid) LIMIT {}").format(
@@ -131,37 +147,48 @@ class ChunkDropper:
         self.lock_timeout_ms, self.drop_lock_timeout_ms = lock_timeout_ms, drop_lock_timeout_ms
         self.retries, self.unsupported_as_text, self.sleep = retries, unsupported_as_text, sleep
 
-    def drop(self, job: Job, confirm_archive: Callable[[bool], None] = lambda exists: None) -> DropOutcome:
+    def drop(self, job: Job, confirm_archive: ConfirmArchive = lambda exists, timeout: True) -> DropOutcome:
         """Check and drop in one transaction; SourceChangedError if the chunk changed since its archive.
 
-        `confirm_archive(chunk_exists)` must return before anything is dropped or recorded as dropped, and raise if
-        the archive fails its re-check (it may run on another thread meanwhile: the lake and the database are
-        checked at the same time).
+        `confirm_archive(chunk_exists, timeout)` runs before anything is dropped or recorded as dropped: True once the
+        archive passed its re-check, False if that re-check (which may run on another thread meanwhile) is not done
+        within `timeout` seconds; it raises if the archive fails. Locks are never held waiting for the lake: a
+        pending re-check rolls the transaction back, is awaited, and the drop starts again.
         """
-        for attempt in range(self.retries + 1):
+        attempt = 0
+        while True:
             try:
                 return self._drop_once(job, confirm_archive)
-            except pgerrors.LockNotAvailable:
+            except _LakeCheckPending as pending:
+                confirm_archive(pending.exists, None)
+                continue
+            except (pgerrors.LockNotAvailable, pgerrors.DeadlockDetected):
                 if attempt == self.retries:
                     break
                 self.sleep(min(0.2 * 2 ** attempt, 5.0))
+                attempt += 1
         message = (f"could not lock {job.chunk.qualified_chunk} within the lock timeouts after {self.retries + 1} "
                    "tries (a long query or transaction holds it); will retry")
         self.ledger.note_error(job.id, message)
         return DropOutcome(False, message)
 
-    def _drop_once(self, job: Job, confirm_archive: Callable[[bool], None]) -> DropOutcome:
+    def _drop_once(self, job: Job, confirm_archive: ConfirmArchive) -> DropOutcome:
         name = job.chunk.qualified_chunk
         with self.conn.transaction():
+            # Every check must see what committed before the lock was granted: a statement snapshot per statement.
+            self.conn.execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
             self.conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(f"{self.lock_timeout_ms}ms")))
             if not db.relation_exists(self.conn, job.chunk_schema, job.chunk_name):
-                confirm_archive(False)
+                if not confirm_archive(False, LAKE_WAIT_S):
+                    raise _LakeCheckPending(False)
                 self.ledger.mark_dropped(job.id, reason="chunk was already gone")
                 return DropOutcome(True, "already gone")
             rel = db.relation(job.chunk_schema, job.chunk_name)
             # SHARE stops every writer (and recompression) but lets readers through while the rows are checked.
             for lock_rel, _ in _relations(self.conn, job):
                 self.conn.execute(sql.SQL("LOCK TABLE {} IN SHARE MODE").format(lock_rel))
+            if job.chunk_oid is not None and db.relation_oid(self.conn, job.chunk_schema, job.chunk_name) != job.chunk_oid:
+                raise SourceChangedError(f"{name}: another table took its name since it was archived")
             columns = db.source_columns(self.conn, job.chunk_schema, job.chunk_name)
             if schema_fingerprint(columns) != job.schema_fingerprint:
                 raise SourceChangedError(f"{name}: columns changed since it was archived")
@@ -173,9 +200,15 @@ class ChunkDropper:
                 reason = None if now_fp.token == job.content_hash else f"{now_fp.rows} rows now, {job.row_count} archived"
             if reason:
                 raise SourceChangedError(f"{name}: changed since the archive snapshot ({reason})")
-            confirm_archive(True)
+            if not confirm_archive(True, LAKE_WAIT_S):
+                raise _LakeCheckPending(True)
             # Readers queue behind a waiting ACCESS EXCLUSIVE request, so wait for it only briefly.
             self.conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(f"{self.drop_lock_timeout_ms}ms")))
+            if job.kind == ChunkKind.PARTITION:
+                # DROP of a partition also takes ACCESS EXCLUSIVE on its parent: take it first, in the order readers
+                # lock (parent, then partition), so no reader can hold the parent while waiting for the partition.
+                parent = sql.SQL("{}.{}").format(sql.Identifier(job.table_schema), sql.Identifier(job.table_name))
+                self.conn.execute(sql.SQL("LOCK TABLE ONLY {} IN ACCESS EXCLUSIVE MODE").format(parent))  # not its partitions
             self.conn.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(rel))
             self.conn.execute(sql.SQL("DROP TABLE {}").format(rel))
             self.ledger.mark_dropped(job.id)

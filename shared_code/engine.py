@@ -9,6 +9,7 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FuturesTimeout
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -27,7 +28,7 @@ from .errors import (
     UnsupportedTypeError,
     VerificationError,
 )
-from .extract import Extractor
+from .extract import Extractor, Snapshot
 from .faults import crash_point
 from .lake import Lake
 from .layout import ChunkLayout, chunk_layout
@@ -300,7 +301,7 @@ class Engine:
         token = uuid.uuid4().hex[:8]
         with telemetry.span("extract", job_id=job.id, chunk=job.chunk.qualified_chunk):
             writer, snapshot = self._write_files(job, plans, layout, table.spec, manifest, token)
-        committed = False
+        committed = crossed_commit = False
         try:
             crash_point("after_temp_write")
             with telemetry.span("verify", job_id=job.id, files=len(writer.files)):
@@ -309,20 +310,22 @@ class Engine:
                 table.evolve(writer.schema.remove_metadata())
                 data_files = writer.publish()
                 crash_point("before_commit")
+                crossed_commit = True
                 previous = {p: size for p, size in table.active_files().items() if layout.is_job_file(p)}
                 digest = archive_digest(data_files)
                 commit = {
                     "token": f"{job.id}-{token}", "job_id": job.id, "source_table": job.table,
                     "source_chunk": job.chunk.qualified_chunk, "range_start": manifest.range_start,
                     "range_end": manifest.range_end, "rows": writer.rows, "content_hash": digest,
-                    "snapshot": snapshot,
+                    "snapshot": snapshot.snapshot,
                     "files": [{"path": f.path, "rows": f.rows, "bytes": f.size, "sha256": f.sha256} for f in data_files],
                     "replaces": sorted(previous), "tool": manifest.tool,
                 }
                 version = table.commit(data_files, previous, writer.schema.remove_metadata(), commit)
                 committed = True
         except BaseException:
-            if not committed:
+            # Never delete files a commit may hold: after an unclear commit error, ask the log first.
+            if not committed and not (crossed_commit and table.holds_commit(f"{job.id}-{token}")):
                 writer.abort()
             raise
         crash_point("after_commit")
@@ -346,7 +349,7 @@ class Engine:
             job.id, lake_paths=[f.path for f in files], checksums={f.path: f.sha256 for f in files},
             manifest_path=layout.manifest(), row_count=writer.rows, byte_count=nbytes, content_hash=digest,
             schema_fingerprint=fingerprint_schema, table_path=layout.table_dir, delta_version=version,
-            archive_snapshot=snapshot,
+            archive_snapshot=snapshot.snapshot, chunk_oid=snapshot.relation_oid,
         )
         crash_point("after_archived")
         self.progress("archived", job, {"rows": writer.rows, "bytes": nbytes})
@@ -387,8 +390,8 @@ class Engine:
         return [spec.folder(k) for k in keys] + [spec.folder((None,) * len(spec.columns))]
 
     def _write_files(self, job: Job, plans: list[ColumnPlan], layout: ChunkLayout, spec: PartitionSpec,
-                     manifest: Manifest, token: str) -> tuple[ChunkFileWriter, str]:
-        """Stream the chunk's snapshot into staged files, one or more per partition; the snapshot's pg_snapshot text."""
+                     manifest: Manifest, token: str) -> tuple[ChunkFileWriter, Snapshot]:
+        """Stream the chunk's snapshot into staged files, one or more per partition."""
         s = self.settings
         meta = {PARQUET_KEY: manifest.embedded()}
         # A compressed chunk is read through decompression, not its heap: one stream.
@@ -408,7 +411,7 @@ class Engine:
             except BaseException:
                 writer.abort()
                 raise
-        return writer, snap.snapshot
+        return writer, snap
 
     # -- verify ---------------------------------------------------------------------------------
     def checker(self) -> ArchiveChecker:
@@ -519,14 +522,18 @@ class Engine:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tsarchive-recheck") as pool:
             lake_check = pool.submit(self.check_archive, job, checksum=self.settings.drop_recheck == "checksum")
 
-            def confirm_archive(exists: bool) -> None:
-                problems = list(lake_check.result())
+            def confirm_archive(exists: bool, timeout: float | None) -> bool:
+                try:
+                    problems = list(lake_check.result(timeout=timeout))
+                except FuturesTimeout:
+                    return False
                 if not job.table_path and exists:
                     problems.append("archived in the layout before Delta Lake tables; archiving it again into its table")
                 if problems and exists:
                     raise VerificationError("archive re-check failed: " + "; ".join(problems))
                 if problems:
                     raise ArchiverError(f"{name} is gone but its archive fails the re-check: {'; '.join(problems)}")
+                return True
 
             try:
                 outcome = self.dropper.drop(job, confirm_archive)

@@ -34,6 +34,7 @@ class Snapshot:
     schema: pa.Schema
     batches: Iterator[pa.RecordBatch]
     snapshot: str  # pg_current_snapshot() as text: the drop's change check compares rows against it
+    relation_oid: int | None  # the chunk's identity as read in the snapshot
     streams: int
 
 
@@ -192,16 +193,18 @@ class Extractor:
             conns.append(self._take())
             lead = conns[0].cursor()
             lead.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            lead.execute("SELECT pg_current_snapshot()::text" + (", pg_export_snapshot()" if len(ranges) > 1 else ""))
+            literal = "'" + rel.replace("'", "''") + "'"
+            lead.execute(f"SELECT pg_current_snapshot()::text, to_regclass({literal})::oid::bigint"
+                         + (", pg_export_snapshot()" if len(ranges) > 1 else ""))
             row = lead.fetchone()
             assert row is not None
-            snapshot_text = str(row[0])
+            snapshot_text, oid = str(row[0]), (int(row[1]) if row[1] is not None else None)
             cursors = [lead]
             for _ in ranges[1:]:
                 conns.append(self._take())
                 cursor = conns[-1].cursor()
                 cursor.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-                cursor.execute(f"SET TRANSACTION SNAPSHOT '{row[1]}'")
+                cursor.execute(f"SET TRANSACTION SNAPSHOT '{row[2]}'")
                 cursors.append(cursor)
             readers = []
             for cursor, (low, high) in zip(cursors, ranges, strict=True):
@@ -220,7 +223,8 @@ class Extractor:
                 batches: Iterator[pa.RecordBatch] = convert(readers[0])
             else:
                 batches = _merged(readers, convert, stop, threads)
-            yield Snapshot(schema=out_schema, batches=batches, snapshot=snapshot_text, streams=len(readers))
+            yield Snapshot(schema=out_schema, batches=batches, snapshot=snapshot_text, relation_oid=oid,
+                           streams=len(readers))
             for cursor in cursors:
                 cursor.execute("COMMIT")  # read only: ends the snapshot
                 cursor.close()
@@ -251,20 +255,24 @@ def _merged(readers: list[pa.RecordBatchReader], convert: Callable[[pa.RecordBat
     """Batches of several streams as they arrive: one thread per stream decodes and converts (the GIL is released)."""
     out: queue.Queue[Any] = queue.Queue(maxsize=2 * len(readers))
 
+    def put(item: Any) -> bool:
+        """Hand an item over unless the consumer has stopped (then never block: it will not read again)."""
+        while not stop.is_set():
+            try:
+                out.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def pump(reader: pa.RecordBatchReader) -> None:
         try:
             for batch in convert(reader):
-                while not stop.is_set():
-                    try:
-                        out.put(batch, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not put(batch):
                     return
-            out.put(_DONE)
+            put(_DONE)
         except BaseException as error:  # noqa: BLE001 - handed to the consumer
-            out.put(error)
+            put(error)
 
     for reader in readers:
         threads.append(threading.Thread(target=pump, args=(reader,), name="tsarchive-extract", daemon=True))

@@ -79,6 +79,7 @@ _MIGRATIONS: list[str] = [
     # 4: the snapshot (pg_snapshot text) each archive was read in: the drop's change check compares rows against it
     """
     ALTER TABLE {schema}.jobs ADD COLUMN IF NOT EXISTS archive_snapshot text;
+    ALTER TABLE {schema}.jobs ADD COLUMN IF NOT EXISTS chunk_oid bigint;
     """,
 ]
 
@@ -113,6 +114,7 @@ class Job:
     table_path: str | None = None
     delta_version: int | None = None
     archive_snapshot: str | None = None
+    chunk_oid: int | None = None
 
     @property
     def table(self) -> str:
@@ -148,7 +150,7 @@ def _job(row: dict[str, Any]) -> Job:
         schema_fingerprint=row["schema_fingerprint"], created_at=row["created_at"], updated_at=row["updated_at"],
         archived_at=row["archived_at"], dropped_at=row["dropped_at"], next_attempt_at=row["next_attempt_at"],
         table_path=row.get("table_path"), delta_version=row.get("delta_version"),
-        archive_snapshot=row.get("archive_snapshot"),
+        archive_snapshot=row.get("archive_snapshot"), chunk_oid=row.get("chunk_oid"),
     )
 
 
@@ -233,9 +235,13 @@ class Ledger:
         """record() for many chunks in one statement (a plan of 10,000 chunks is one round trip), in input order."""
         if not entries:
             return []
+        # One row per chunk (a table listed twice plans its chunks twice), in key order: two planners at once take
+        # the unique index's locks in the same order and cannot deadlock.
+        unique = {(c.chunk_schema, c.chunk_name): (c, state, reason) for c, state, reason in reversed(entries)}
+        ordered = [unique[key] for key in sorted(unique)]
         columns: dict[str, list[Any]] = {k: [] for k in ("kind", "ts", "tn", "cs", "cn", "rs", "re", "rsi", "rei",
                                                           "comp", "state", "reason")}
-        for chunk, state, reason in entries:
+        for chunk, state, reason in ordered:
             integer = chunk.integer_time
             values = (str(chunk.kind), chunk.table_schema, chunk.table_name, chunk.chunk_schema, chunk.chunk_name,
                       None if integer else chunk.range_start, None if integer else chunk.range_end,
@@ -290,13 +296,14 @@ class Ledger:
 
     def mark_archived(self, job_id: int, *, lake_paths: list[str], checksums: dict[str, str], manifest_path: str,
                       row_count: int, byte_count: int, content_hash: str, schema_fingerprint: str, table_path: str,
-                      delta_version: int, archive_snapshot: str | None) -> Job:
+                      delta_version: int | None, archive_snapshot: str | None, chunk_oid: int | None) -> Job:
         """archiving -> archived: the committed files, their checksums, and the Delta table version holding them."""
         return self.transition(
             job_id, [JobState.ARCHIVING], JobState.ARCHIVED, lake_paths=lake_paths, checksums=checksums,
             manifest_path=manifest_path, row_count=row_count, byte_count=byte_count, content_hash=content_hash,
             schema_fingerprint=schema_fingerprint, table_path=table_path, delta_version=delta_version,
-            archive_snapshot=archive_snapshot, archived_at="now()", claimed_by_pid=None, next_attempt_at=None,
+            archive_snapshot=archive_snapshot, chunk_oid=chunk_oid, archived_at="now()", claimed_by_pid=None,
+            next_attempt_at=None,
         )
 
     def start_archiving(self, job: Job, sources: list[JobState], backend_pid: int) -> Job:

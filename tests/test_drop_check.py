@@ -8,6 +8,7 @@ import pytest
 
 from shared_code import db
 from shared_code.dropper import ArchiveSnapshot, changed_since
+from shared_code.errors import SourceChangedError
 from shared_code.extract import Extractor
 from shared_code.ledger import JobState
 from shared_code.typemap import plan_columns
@@ -231,3 +232,46 @@ def test_recompressed_and_updated_compressed_chunks_are_changes(timescale, tmp_p
         rows = [r for j in final for r in parquet_rows(tmp_path / "lake", j.lake_paths)]
         assert len(rows) == 14 * 1440 and sum(1 for r in rows if r["value"] == -1) == 1
         assert normalise(rows[0]["ts"]) is not None
+
+
+def test_another_table_under_the_chunks_name_is_a_change(pg_dsn, tmp_path, test_now):
+    """Same name, same rows, old row versions: only the relation's identity (OID) tells them apart."""
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        make_monthly_partitions(conn, months_back=25, now=test_now)
+        target = due_partitions(conn, PARENT, now=test_now)[0]
+        conn.execute(f"CREATE TABLE twin AS SELECT * FROM {target}")  # written before the archive snapshot
+    engine = engine_for(pg_dsn, tmp_path / "lake", now=test_now, partitioned_tables=[PARENT])
+    with engine:
+        engine.run(drop=False)
+        job = next(j for j in engine.ledger.all_jobs() if j.chunk_name == target)
+        assert job.chunk_oid
+        with psycopg.connect(pg_dsn, autocommit=True) as conn:
+            conn.execute(f"ALTER TABLE {PARENT} DETACH PARTITION {target}")
+            conn.execute(f"ALTER TABLE {target} RENAME TO original")
+            conn.execute(f"ALTER TABLE twin RENAME TO {target}")
+        with pytest.raises(SourceChangedError, match="another table took its name"):
+            engine.dropper.drop(job)
+        with psycopg.connect(pg_dsn, autocommit=True) as conn:
+            assert conn.execute("SELECT to_regclass('public.original')").fetchone()[0] is not None
+
+
+def test_a_snapshot_too_old_to_order_is_never_trusted(pg_dsn, tmp_path, test_now, monkeypatch):
+    import shared_code.dropper as dropper
+
+    engine, job, _ = _archived(pg_dsn, tmp_path, test_now)
+    with engine:
+        assert _check(engine, job) is None
+        monkeypatch.setattr(dropper, "MAX_SNAPSHOT_AGE", 1)
+        with psycopg.connect(pg_dsn, autocommit=True) as other:
+            other.execute("SELECT pg_current_xact_id()")  # one more transaction id used since the snapshot
+        assert "transactions old" in (_check(engine, job) or "")
+
+
+def test_a_table_listed_twice_plans_each_chunk_once(pg_dsn, tmp_path, test_now):
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        make_monthly_partitions(conn, months_back=26, now=test_now)
+        due = due_partitions(conn, PARENT, now=test_now)
+    with engine_for(pg_dsn, tmp_path / "lake", now=test_now, partitioned_tables=[PARENT, PARENT]) as engine:
+        report = engine.run()
+    assert not report.failed
+    assert sorted(j.chunk_name for j in ledger_jobs(pg_dsn)) == sorted(due)
