@@ -224,6 +224,7 @@ def step_seconds(report: dict[str, Any], step: str) -> float:
 def bench_chunk(target: str, rows: int, runs: int, paths: list[str]) -> dict[str, Any]:
     fx = Fixture(target, rows)
     samples: dict[str, list[Measure]] = {p: [] for p in paths}
+    steps: dict[str, list[dict[str, float]]] = {p: [] for p in paths}
     extra: dict[str, list[float]] = {"duckdb_bytes": [], "parquet_bytes": [], "compact_bytes": [], "archive_s": [],
                                      "drop_s": []}
     for _ in range(runs):  # interleaved, so drift on a noisy machine hits every path alike
@@ -243,6 +244,8 @@ def bench_chunk(target: str, rows: int, runs: int, paths: list[str]) -> dict[str
                 fresh = False
                 measure, report = run_tsarchive(fx, azurite=azurite, compact=compact)
                 samples[path].append(measure)
+                steps[path].append({"archive_s": round(step_seconds(report, "archive"), 3),
+                                    "drop_s": round(step_seconds(report, "drop"), 3)})
                 if compact:
                     extra["compact_bytes"].append(report["parquet_bytes"])
                 elif not azurite:
@@ -256,6 +259,8 @@ def bench_chunk(target: str, rows: int, runs: int, paths: list[str]) -> dict[str
             "wall_s": wall, "rows_per_s": int(rows / wall), "cpu_s": median([m.cpu_s for m in measures]),
             "peak_rss_mib": round(max(m.peak_rss_mib for m in measures), 1), "walls": [round(m.wall_s, 3) for m in measures],
         }
+        if steps[path]:
+            result["paths"][path]["steps"] = steps[path]
     for key, values in extra.items():
         if values:
             result[key] = median(values)
