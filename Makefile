@@ -64,7 +64,7 @@ tsdb-native:
 	@bash tools/timescaledb.sh
 
 # The side-by-side benchmark (COPY, DuckDB, tsarchive local/Azurite) on PostgreSQL 15 and native TimescaleDB,
-# 1M and 5M rows, 10,000 chunks, reader stall: about 25 minutes. Figures go to bench/results and bench/RESULTS.md.
+# 1M and 5M rows, 10,000 chunks, reader stall: about 10 minutes. Figures go to bench/results and bench/RESULTS.md.
 bench: tsdb-native services
 	$(BIN)/python bench/bench_archive.py
 
