@@ -95,6 +95,24 @@ def heap_pages(conn: psycopg.Connection, schema: str, name: str) -> int:
     return int(row[0]) if row else 0
 
 
+# What a type name as format_type() prints it can look like: names (quoted or not, schema-qualified), one typmod,
+# a time zone clause, array brackets. Nothing else (no ';', no ')' outside a typmod) can pass.
+_TYPE_NAME = re.compile(r'^[A-Za-z_"][A-Za-z0-9_ ."]*(\(\s*\d+\s*(,\s*-?\d+\s*)?\))?( with(out)? time zone)?(\[\d*\])*$')
+
+
+def checked_type(conn: psycopg.Connection, text: object) -> str:
+    """A PostgreSQL type name read from an untrusted place (the lake), returned only if it is one."""
+    if not isinstance(text, str) or len(text) > 200 or not _TYPE_NAME.match(text):
+        raise ArchiverError(f"{str(text)[:80]!r} is not a PostgreSQL type name; refusing to use it")
+    try:
+        row = conn.execute("SELECT to_regtype(%s) IS NOT NULL", (text,)).fetchone()
+    except psycopg.Error:
+        row = None
+    if not row or not row[0]:
+        raise ArchiverError(f"{text[:80]!r} is not a type in this database; refusing to use it")
+    return text
+
+
 def relation_oid(conn: psycopg.Connection, schema: str, name: str) -> int | None:
     """The relation's OID: its identity, which a rename cannot carry over to another table."""
     row = conn.execute(

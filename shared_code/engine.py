@@ -341,7 +341,8 @@ class Engine:
         manifest.files, manifest.rows, manifest.content_hash = files, writer.rows, digest
         manifest.created_at, manifest.delta_version = self.clock().isoformat(), version
         manifest_staging = f"{writer.staging_dir}-manifest.json"
-        self.lake.write_bytes(manifest_staging, manifest.to_json().encode())
+        manifest_bytes = manifest.to_json().encode()
+        self.lake.write_bytes(manifest_staging, manifest_bytes)
         self.lake.move(manifest_staging, layout.manifest())
         crash_point("after_manifest")
         nbytes = sum(f.bytes for f in files)
@@ -350,6 +351,8 @@ class Engine:
             manifest_path=layout.manifest(), row_count=writer.rows, byte_count=nbytes, content_hash=digest,
             schema_fingerprint=fingerprint_schema, table_path=layout.table_dir, delta_version=version,
             archive_snapshot=snapshot.snapshot, chunk_oid=snapshot.relation_oid,
+            columns=[{"name": p.name, "pg_type": p.pg_type} for p in plans],
+            manifest_sha256=hashlib.sha256(manifest_bytes).hexdigest(),
         )
         crash_point("after_archived")
         self.progress("archived", job, {"rows": writer.rows, "bytes": nbytes})

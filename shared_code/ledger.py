@@ -80,6 +80,8 @@ _MIGRATIONS: list[str] = [
     """
     ALTER TABLE {schema}.jobs ADD COLUMN IF NOT EXISTS archive_snapshot text;
     ALTER TABLE {schema}.jobs ADD COLUMN IF NOT EXISTS chunk_oid bigint;
+    ALTER TABLE {schema}.jobs ADD COLUMN IF NOT EXISTS columns jsonb;
+    ALTER TABLE {schema}.jobs ADD COLUMN IF NOT EXISTS manifest_sha256 text;
     """,
 ]
 
@@ -115,6 +117,8 @@ class Job:
     delta_version: int | None = None
     archive_snapshot: str | None = None
     chunk_oid: int | None = None
+    columns: list[dict[str, str]] | None = None  # name and PostgreSQL type, from the catalog at archive time
+    manifest_sha256: str | None = None
 
     @property
     def table(self) -> str:
@@ -151,6 +155,7 @@ def _job(row: dict[str, Any]) -> Job:
         archived_at=row["archived_at"], dropped_at=row["dropped_at"], next_attempt_at=row["next_attempt_at"],
         table_path=row.get("table_path"), delta_version=row.get("delta_version"),
         archive_snapshot=row.get("archive_snapshot"), chunk_oid=row.get("chunk_oid"),
+        columns=row.get("columns"), manifest_sha256=row.get("manifest_sha256"),
     )
 
 
@@ -274,7 +279,7 @@ class Ledger:
         assignments = [sql.SQL("state = %s"), sql.SQL("updated_at = now()")]
         params: list[Any] = [str(to_state)]
         for name, value in fields.items():
-            if name in ("lake_paths", "checksums"):
+            if name in ("lake_paths", "checksums", "columns"):
                 value = json.dumps(value)
             if value == "now()":
                 assignments.append(sql.SQL("{} = now()").format(sql.Identifier(name)))
@@ -296,13 +301,15 @@ class Ledger:
 
     def mark_archived(self, job_id: int, *, lake_paths: list[str], checksums: dict[str, str], manifest_path: str,
                       row_count: int, byte_count: int, content_hash: str, schema_fingerprint: str, table_path: str,
-                      delta_version: int | None, archive_snapshot: str | None, chunk_oid: int | None) -> Job:
+                      delta_version: int | None, archive_snapshot: str | None, chunk_oid: int | None,
+                      columns: list[dict[str, str]], manifest_sha256: str) -> Job:
         """archiving -> archived: the committed files, their checksums, and the Delta table version holding them."""
         return self.transition(
             job_id, [JobState.ARCHIVING], JobState.ARCHIVED, lake_paths=lake_paths, checksums=checksums,
             manifest_path=manifest_path, row_count=row_count, byte_count=byte_count, content_hash=content_hash,
             schema_fingerprint=schema_fingerprint, table_path=table_path, delta_version=delta_version,
-            archive_snapshot=archive_snapshot, chunk_oid=chunk_oid, archived_at="now()", claimed_by_pid=None,
+            archive_snapshot=archive_snapshot, chunk_oid=chunk_oid, columns=columns, manifest_sha256=manifest_sha256,
+            archived_at="now()", claimed_by_pid=None,
             next_attempt_at=None,
         )
 

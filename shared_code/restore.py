@@ -1,7 +1,8 @@
-"""Restore an archived chunk from the lake into a new table, and prove it equals what was archived.
+"""Restore an archived chunk from the lake into a new table, and check it against what was archived.
 
-The proof: the restored table's content hash (count + sum of row-text hashes, the same fingerprint taken in the
-archive snapshot) must equal the hash in the manifest.
+The lake is untrusted: the manifest must match the SHA-256 the ledger recorded, and column types come from the
+ledger (or, for old jobs, are checked to be type names). The check: every file's SHA-256 before loading, then the
+restored row count (and, for archives made before 0.2, the server-side content hash) against the manifest.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from psycopg import sql
 from . import db
 from .engine import Engine
 from .errors import ArchiverError, JobStateError, VerificationError
-from .ledger import JobState
+from .ledger import Job, JobState
 from .manifest import Manifest
 from .typemap import quote_ident
 
@@ -94,6 +95,38 @@ def _select_expr(column: dict[str, str], staged_type: str, has_flag: bool) -> st
     return f"{ident}::{pg_type}"
 
 
+def _trusted_manifest(engine: Engine, job: Job) -> tuple[Manifest, list[dict[str, str]]]:
+    """The job's manifest and the columns to create, never trusting the lake.
+
+    The manifest must be byte for byte the one the archive wrote (its SHA-256 is in the ledger), and the column
+    types come from the ledger, which recorded them from the catalog. Jobs archived before the ledger kept them
+    fall back to the manifest's types, each accepted only if this database parses it as a type name.
+    """
+    assert job.manifest_path is not None
+    raw = engine.lake.read_bytes(job.manifest_path)
+    if job.manifest_sha256 and hashlib.sha256(raw).hexdigest() != job.manifest_sha256:
+        raise VerificationError(
+            f"the manifest {job.manifest_path} is not the one written when job {job.id} was archived (its SHA-256 "
+            "differs from the ledger's): someone changed it in the lake. Not restoring; nothing was run.")
+    try:
+        manifest = Manifest.from_json(raw)
+    except (ValueError, TypeError, KeyError) as error:
+        raise VerificationError(f"the manifest {job.manifest_path} is unreadable ({error}); not restoring") from None
+    if job.columns:
+        return manifest, [{"name": str(c["name"]), "pg_type": str(c["pg_type"])} for c in job.columns]
+    columns = []
+    for column in manifest.columns:
+        if not isinstance(column, dict) or not isinstance(column.get("name"), str):
+            raise VerificationError(f"the manifest {job.manifest_path} lists a malformed column; not restoring")
+        try:
+            pg_type = db.checked_type(engine.conn, column.get("pg_type"))
+        except ArchiverError as error:
+            raise VerificationError(f"the manifest {job.manifest_path}, column {column['name']!r}: {error}. "
+                                    "Not restoring; nothing was run.") from None
+        columns.append({"name": column["name"], "pg_type": pg_type})
+    return manifest, columns
+
+
 def restore(engine: Engine, job_id: int, target: str | None = None, replace: bool = False) -> RestoreResult:
     """Re-read and check the archive, load it into a new table, verify its content hash, then publish the table."""
     try:
@@ -116,7 +149,7 @@ def _restore(engine: Engine, job_id: int, target: str | None, replace: bool) -> 
     problems = engine.check_archive(job)
     if problems:
         raise VerificationError(f"the archive of job {job_id} fails its check, not restoring: {'; '.join(problems)}")
-    manifest = Manifest.from_json(engine.lake.read_bytes(job.manifest_path))
+    manifest, columns = _trusted_manifest(engine, job)
     schema, name = _split_target(target) if target else default_target(manifest)
     conn = engine.conn
     if db.relation_exists(conn, schema, name):
@@ -129,7 +162,6 @@ def _restore(engine: Engine, job_id: int, target: str | None, replace: bool) -> 
                                 "tables restore created. Choose another --target.")
     loading = f"{name[:40]}__loading_{job_id}"
     stage = f"__stage_{job_id}_{int(time.time())}"
-    columns = manifest.columns
     definition = ", ".join(f"{quote_ident(c['name'])} {c['pg_type']}" for c in columns)
     conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
     conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(db.relation(schema, loading)))

@@ -100,3 +100,56 @@ def test_replace_only_overwrites_tables_restore_created(dropped_typed_chunk):
         restore(engine, case["job"].id, target="public.precious", replace=True)
     with psycopg.connect(case["dsn"], autocommit=True) as conn:
         assert conn.execute("SELECT to_regclass('public.precious')").fetchone()[0] is not None
+
+
+INJECTION = "int); drop table odd.original; create table odd.pwned(x int"
+
+
+def _tamper(case) -> None:
+    """Edit the archived manifest in the lake as an attacker with write access to the storage would."""
+    path = case["lake"] / case["job"].manifest_path
+    manifest = json.loads(path.read_text())
+    manifest["columns"][1]["pg_type"] = INJECTION
+    path.write_text(json.dumps(manifest))
+    with psycopg.connect(case["dsn"], autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA odd")
+        conn.execute("CREATE TABLE odd.original (x int)")
+
+
+def _untouched(dsn) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        assert conn.execute("SELECT to_regclass('odd.original')").fetchone()[0] is not None
+        assert conn.execute("SELECT to_regclass('odd.pwned')").fetchone()[0] is None
+        assert conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'archiver_restore'").fetchone()[0] == 0
+
+
+def test_a_tampered_manifest_is_refused_and_runs_nothing(dropped_typed_chunk):
+    case = dropped_typed_chunk
+    assert case["job"].manifest_sha256 and case["job"].columns
+    _tamper(case)
+    with (engine_for(case["dsn"], case["lake"], partitioned_tables=["public.typed"]) as engine,
+          pytest.raises(VerificationError, match="someone changed it in the lake")):
+        restore(engine, case["job"].id)
+    _untouched(case["dsn"])
+
+
+def test_without_ledger_columns_the_manifest_types_must_be_type_names(dropped_typed_chunk):
+    """Jobs archived before the ledger kept columns and the manifest's checksum: each type is checked instead."""
+    case = dropped_typed_chunk
+    with psycopg.connect(case["dsn"], autocommit=True) as conn:
+        conn.execute("UPDATE archiver.jobs SET columns = NULL, manifest_sha256 = NULL WHERE id = %s", (case["job"].id,))
+    _tamper(case)
+    with (engine_for(case["dsn"], case["lake"], partitioned_tables=["public.typed"]) as engine,
+          pytest.raises(VerificationError, match="is not a PostgreSQL type name; refusing")):
+        restore(engine, case["job"].id)
+    _untouched(case["dsn"])
+
+
+def test_without_ledger_columns_an_honest_manifest_still_restores(dropped_typed_chunk):
+    case = dropped_typed_chunk
+    with psycopg.connect(case["dsn"], autocommit=True) as conn:
+        conn.execute("UPDATE archiver.jobs SET columns = NULL, manifest_sha256 = NULL WHERE id = %s", (case["job"].id,))
+    with engine_for(case["dsn"], case["lake"], partitioned_tables=["public.typed"]) as engine:
+        result = restore(engine, case["job"].id)
+    with psycopg.connect(case["dsn"], autocommit=True) as conn:
+        assert _row_texts(conn, result.target) == case["original"]
