@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import threading
@@ -28,7 +29,7 @@ from .errors import (
     UnsupportedTypeError,
     VerificationError,
 )
-from .extract import Extractor, Snapshot
+from .extract import ArraysNeedText, Extractor, Snapshot
 from .faults import crash_point
 from .lake import Lake
 from .layout import ChunkLayout, chunk_layout
@@ -37,7 +38,7 @@ from .manifest import PARQUET_KEY, FileEntry, Manifest, new_manifest
 from .partitioning import PartitionSpec, month_keys
 from .planning import Decision, PlanEntry, TablePolicy, cutoff_for, plan, table_selected
 from .settings import Settings
-from .typemap import ColumnPlan, plan_columns, schema_fingerprint
+from .typemap import ColumnPlan, plan_columns, schema_fingerprint, text_companion
 
 if TYPE_CHECKING:
     from .delta_table import DataFile
@@ -394,7 +395,18 @@ class Engine:
 
     def _write_files(self, job: Job, plans: list[ColumnPlan], layout: ChunkLayout, spec: PartitionSpec,
                      manifest: Manifest, token: str) -> tuple[ChunkFileWriter, Snapshot]:
-        """Stream the chunk's snapshot into staged files, one or more per partition."""
+        """Stream the chunk's snapshot into staged files; once more with text companions if arrays need them."""
+        try:
+            return self._write_files_once(job, plans, layout, spec, manifest, token)
+        except ArraysNeedText as odd:
+            log.info("job %s: %s; archiving them as exact text beside the lists", job.id, odd, extra={"job_id": job.id})
+            names = [p.name for p in plans]
+            plans = [dataclasses.replace(p, text_companion=text_companion(p.name, names)) if p.name in odd.columns
+                     else p for p in plans]
+            return self._write_files_once(job, plans, layout, spec, manifest, token)
+
+    def _write_files_once(self, job: Job, plans: list[ColumnPlan], layout: ChunkLayout, spec: PartitionSpec,
+                          manifest: Manifest, token: str) -> tuple[ChunkFileWriter, Snapshot]:
         s = self.settings
         meta = {PARQUET_KEY: manifest.embedded()}
         # A compressed chunk is read through decompression, not its heap: one stream.

@@ -38,21 +38,42 @@ class Snapshot:
     streams: int
 
 
-def _check_ndims(batch: pa.RecordBatch, plans: list[ColumnPlan]) -> None:
-    multidim = [p.name for p in plans if p.check_ndims and (pc.max(batch.column(p.ndims_column())).as_py() or 0) > 1]
-    if multidim:
-        raise UnsupportedTypeError(
-            f"column(s) {', '.join(sorted(multidim))} hold multi-dimensional arrays, which Parquet lists cannot "
-            "represent faithfully. Store them as 1-D arrays or jsonb, then rerun."
-        )
+class ArraysNeedText(ArchiverError):
+    """Some array values need their exact text form (several dimensions, or a lower bound other than 1)."""
+
+    def __init__(self, columns: list[str]) -> None:
+        super().__init__(f"column(s) {', '.join(columns)} hold arrays a Parquet list cannot hold exactly")
+        self.columns = columns
+
+
+def _check_arrays(batch: pa.RecordBatch, plans: list[ColumnPlan]) -> None:
+    odd = [p.name for p in plans if p.check_ndims and not p.text_companion
+           and (pc.max(batch.column(p.ndims_column())).as_py() or 0) > 0]
+    if odd:
+        raise ArraysNeedText(sorted(odd))
+
+
+def _odd_array(ident: str) -> str:
+    return f"(array_ndims({ident}) > 1 OR array_lower({ident}, 1) <> 1)"
 
 
 def _select_sql(rel: str, plans: list[ColumnPlan], where: str = "") -> str:
     items = []
     for plan in plans:
+        ident = '"' + plan.name.replace('"', '""') + '"'
+        if plan.check_ndims and plan.text_companion:
+            # a list where the list is exact, PostgreSQL's text (dimensions and bounds included) where it is not
+            expression, alias = plan.select_sql.rsplit(" AS ", 1)
+            companion = '"' + plan.text_companion.replace('"', '""') + '"'
+            items.append(f"CASE WHEN {_odd_array(ident)} THEN NULL ELSE {expression} END AS {alias}")
+            items.append(f"CASE WHEN {_odd_array(ident)} THEN {ident}::text END AS {companion}")
+            continue
         if plan.check_ndims:
-            ident = '"' + plan.name.replace('"', '""') + '"'
-            items.append(f"array_ndims({ident}) AS {plan.ndims_column()}")
+            # ADBC cannot decode such arrays at all: keep them out of the stream, and flag that they exist
+            expression, alias = plan.select_sql.rsplit(" AS ", 1)
+            items.append(f"CASE WHEN {_odd_array(ident)} THEN 1 ELSE 0 END AS {plan.ndims_column()}")
+            items.append(f"CASE WHEN {_odd_array(ident)} THEN NULL ELSE {expression} END AS {alias}")
+            continue
         items.append(plan.select_sql)
     return f"SELECT {', '.join(items) or '1'} FROM {rel}{where}"
 
@@ -76,6 +97,9 @@ def output_schema(source: pa.Schema, plans: list[ColumnPlan], meta: dict[bytes, 
         src = source.field(plan.name)
         fields.append(pa.field(plan.name, _target_type(plan, src.type), nullable=True,
                                metadata={b"pg_type": plan.pg_type.encode()}))
+        if plan.text_companion:
+            fields.append(pa.field(plan.text_companion, pa.string(), nullable=True,
+                                   metadata={b"pg_type": plan.pg_type.encode(), b"text_of": plan.name.encode()}))
     return pa.schema(fields, metadata=meta)
 
 
@@ -96,7 +120,9 @@ def _fix_infinite(values: pa.Array, is_date: bool) -> pa.Array:
 def convert_batch(batch: pa.RecordBatch, plans: list[ColumnPlan], schema: pa.Schema) -> pa.RecordBatch:
     """Apply per-column fix-ups and return a batch with exactly `schema`."""
     arrays = []
-    for plan, field in zip(plans, schema, strict=True):
+    fields = iter(schema)
+    for plan in plans:
+        field = next(fields)
         column = batch.column(plan.name)
         if isinstance(column, pa.ChunkedArray):
             column = column.combine_chunks()
@@ -118,6 +144,10 @@ def convert_batch(batch: pa.RecordBatch, plans: list[ColumnPlan], schema: pa.Sch
         if column.type != field.type:
             column = column.cast(field.type)
         arrays.append(column)
+        if plan.text_companion:
+            companion = batch.column(plan.text_companion)
+            arrays.append(companion if companion.type == pa.string() else companion.cast(pa.string()))
+            next(fields)
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
@@ -216,7 +246,7 @@ class Extractor:
             def convert(reader: pa.RecordBatchReader) -> Iterator[pa.RecordBatch]:
                 for batch in reader:
                     if batch.num_rows:
-                        _check_ndims(batch, plans)
+                        _check_arrays(batch, plans)
                         yield convert_batch(batch, plans, out_schema)
 
             if len(readers) == 1:

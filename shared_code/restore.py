@@ -22,7 +22,7 @@ from .engine import Engine
 from .errors import ArchiverError, JobStateError, VerificationError
 from .ledger import Job, JobState
 from .manifest import Manifest
-from .typemap import quote_ident
+from .typemap import quote_ident, text_companion
 
 RESTORE_SCHEMA = "archiver_restore"
 COMMENT_PREFIX = "tsarchive restore of job"
@@ -127,6 +127,14 @@ def _trusted_manifest(engine: Engine, job: Job) -> tuple[Manifest, list[dict[str
     return manifest, columns
 
 
+def _with_text(column: dict[str, str], staged: dict[str, str], companion: str, expression: str) -> str:
+    """Prefer the exact text an array was archived as (several dimensions, or other bounds) where there is one."""
+    if companion not in staged:
+        return expression
+    text = "s." + quote_ident(companion)
+    return f"CASE WHEN {text} IS NOT NULL THEN {text}::{column['pg_type']} ELSE {expression} END"
+
+
 def restore(engine: Engine, job_id: int, target: str | None = None, replace: bool = False) -> RestoreResult:
     """Re-read and check the archive, load it into a new table, verify its content hash, then publish the table."""
     try:
@@ -169,7 +177,10 @@ def _restore(engine: Engine, job_id: int, target: str | None, replace: bool) -> 
     try:
         staged = _stage(engine, job.lake_paths, columns, schema, stage)
         if staged:  # an empty chunk restores to an empty table
-            exprs = ", ".join(_select_expr(c, staged.get(c["name"], ""), _flag(c["name"]) in staged) for c in columns)
+            names = [c["name"] for c in columns]
+            exprs = ", ".join(_with_text(c, staged, text_companion(c["name"], names),
+                                         _select_expr(c, staged.get(c["name"], ""), _flag(c["name"]) in staged))
+                              for c in columns)
             conn.execute(f"INSERT INTO {db.relation_sql(schema, loading)} SELECT {exprs} "
                          f"FROM {db.relation_sql(schema, stage)} s")
         fp = db.fingerprint(conn, schema, loading, [], [c["name"] for c in columns])

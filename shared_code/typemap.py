@@ -38,8 +38,12 @@ MAPPING_DOC: list[tuple[str, str, str]] = [
      "+/-infinity -> +/-INT64_MAX us (DuckDB's infinity)"),
     ("timestamptz", "TIMESTAMP(us, UTC)", "+/-infinity -> +/-INT64_MAX us (DuckDB's infinity)"),
     ("interval", "STRING `N months N days N microseconds`", "exact; both PostgreSQL and DuckDB cast it back with `::interval`"),
-    ("1-D arrays of bool/int/float/text", "LIST<element>", "NULL elements kept; multi-dimensional arrays fail the job"),
-    ("1-D arrays of other types", "LIST<STRING>", "elements in PostgreSQL text form"),
+    ("arrays of bool/int/float/text", "LIST<element>",
+     "NULL elements kept. A value a list cannot hold exactly (several dimensions, or a lower bound other than 1, e.g. "
+     "`{{1,2},{3,4}}`, `[0:1]={5,6}`) is NULL in the list column and kept as PostgreSQL's exact text in a column "
+     "beside it, `<name>__pg_text`, added to the table (nullable) the first time a chunk needs it; restore puts the "
+     "value back from that text"),
+    ("arrays of other types", "LIST<STRING>", "elements in PostgreSQL text form; odd dimensions and bounds as above"),
     ("enum", "STRING", "the label"),
     ("inet / cidr / macaddr / macaddr8", "STRING", "PostgreSQL text form"),
     ("domains", "as the base type", ""),
@@ -78,9 +82,19 @@ class ColumnPlan:
     check_infinite: bool = False
     check_ndims: bool = False
     notes: list[str] = field(default_factory=list)
+    text_companion: str | None = None  # set when this chunk holds arrays a Parquet list cannot hold exactly
 
     def ndims_column(self) -> str:
         return f"__tsarchive_ndims_{hashlib.sha1(self.name.encode()).hexdigest()[:10]}"
+
+
+def text_companion(name: str, names: list[str]) -> str:
+    """The column beside an array column that holds, as PostgreSQL's exact text, the values a Parquet list cannot:
+    several dimensions, or a lower bound other than 1 (`[0:1]={1,2}`). Deterministic from the table's column names."""
+    candidate, taken = f"{name}__pg_text", set(names)
+    while candidate in taken:
+        candidate += "_"
+    return candidate
 
 
 def quote_ident(name: str) -> str:

@@ -162,14 +162,37 @@ def test_unsupported_type_fails_before_writing(pg_dsn, tmp_path):
     assert pq.read_table(lake / job.lake_paths[0]).to_pylist()[0]["spot"] == "(1,2)"
 
 
-def test_multidimensional_array_fails_cleanly(pg_dsn, tmp_path):
+def test_arrays_a_list_cannot_hold_are_archived_as_exact_text_and_restored(pg_dsn, tmp_path):
+    """Several dimensions, or a lower bound other than 1: the chunk archives (text beside the list) and restores exactly."""
+    from shared_code.restore import restore
+
+    values = ["'{{1,2},{3,4}}'", "'[0:1]={5,6}'", "'{7,NULL,8}'", "'{}'", "NULL", "'{{{1}},{{NULL}}}'",
+              "'[-2:-1][3:4]={{1,2},{3,4}}'"]
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        conn.execute("CREATE TABLE grid (ts timestamptz NOT NULL, m int[]) PARTITION BY RANGE (ts)")
+        conn.execute("CREATE TABLE grid (ts timestamptz NOT NULL, m int[], t text[]) PARTITION BY RANGE (ts)")
         conn.execute("CREATE TABLE grid_old PARTITION OF grid FOR VALUES FROM ('2020-01-01') TO ('2020-02-01')")
-        conn.execute("INSERT INTO grid VALUES ('2020-01-05', '{{1,2},{3,4}}')")
-    with engine_for(pg_dsn, tmp_path / "lake", partitioned_tables=["public.grid"]) as engine:
+        conn.execute("CREATE TABLE grid_next PARTITION OF grid FOR VALUES FROM ('2020-02-01') TO ('2020-03-01')")
+        for i, value in enumerate(values):
+            conn.execute(f"INSERT INTO grid VALUES ('2020-01-05'::timestamptz + interval '{i} minutes', {value}, "
+                         "'{{\"a b\",c},{d,NULL}}')")
+        conn.execute("INSERT INTO grid VALUES ('2020-02-05', '{9,10}', '{x}')")  # plain lists: no text needed
+        original = sorted(r[0] for r in conn.execute("SELECT (ts, m, t)::text FROM grid_old").fetchall())
+    lake = tmp_path / "lake"
+    with engine_for(pg_dsn, lake, partitioned_tables=["public.grid"]) as engine:
         report = engine.run()
-    assert len(report.failed) == 1 and "multi-dimensional" in report.failed[0].detail
+        assert not report.failed, report.failed
+        jobs = {j.chunk_name: j for j in engine.ledger.all_jobs()}
+        rows = {r["ts"].isoformat(): r for r in pq.read_table(lake / jobs["grid_old"].lake_paths[0]).to_pylist()}
+        first = rows["2020-01-05T00:00:00+00:00"]
+        assert first["m"] is None and first["m__pg_text"] == "{{1,2},{3,4}}"
+        plain = rows["2020-01-05T00:02:00+00:00"]
+        assert plain["m"] == [7, None, 8] and plain["m__pg_text"] is None
+        assert rows["2020-01-05T00:01:00+00:00"]["m__pg_text"] == "[0:1]={5,6}"
+        assert "m__pg_text" not in pq.read_schema(lake / jobs["grid_next"].lake_paths[0]).names
+        result = restore(engine, jobs["grid_old"].id)
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        restored = sorted(r[0] for r in conn.execute(f"SELECT (ts, m, t)::text FROM {result.target}").fetchall())
+    assert restored == original
 
 
 def test_concurrent_claim_is_exclusive(pg_dsn, tmp_path, test_now):
