@@ -210,3 +210,20 @@ def test_integer_hypertable_with_a_continuous_aggregate_is_kept(timescale, tmp_p
         assert not engine.run().failed
     with timescale.connect() as conn:
         assert conn.execute(f"SELECT min(t) FROM {timescale.schema}.ticks").fetchone()[0] == 0
+
+
+def test_multidimensional_arrays_archive_on_timescaledb(timescale, tmp_path, test_now):
+    table = f"{timescale.schema}.grids"
+    with timescale.connect() as conn:
+        conn.execute(f"CREATE TABLE {table} (ts timestamptz NOT NULL, m int[])")
+        conn.execute(f"SELECT create_hypertable('{table}', by_range('ts', INTERVAL '7 days'))")
+        conn.execute(f"INSERT INTO {table} VALUES ('2020-01-10', '{{{{1,2}},{{3,4}}}}'), ('2020-01-11', '{{5,6}}'), "
+                     "('2020-01-12', '[0:1]={7,8}')")
+    lake = tmp_path / "lake"
+    with engine_for(timescale.dsn, lake, now=test_now, include=[f"{timescale.schema}.*"],
+                    ledger_schema=timescale.ledger) as engine:
+        report = engine.run()
+        assert not report.failed, report.failed
+        job = engine.ledger.all_jobs()[0]
+    rows = sorted(pq.read_table(lake / job.lake_paths[0]).to_pylist(), key=lambda r: r["ts"])
+    assert [(r["m"], r["m__pg_text"]) for r in rows] == [(None, "{{1,2},{3,4}}"), ([5, 6], None), (None, "[0:1]={7,8}")]
