@@ -140,14 +140,19 @@ def test_continuous_aggregate_blocks_drop(timescale, tmp_path, sample_now):
     assert all(states[n].state == JobState.DROPPED for n in should_drop)
 
 
+def _make_ticks(conn, schema: str) -> None:
+    """An integer-time hypertable (1000-unit chunks, 10,000 rows) with its integer_now function."""
+    conn.execute(f"CREATE TABLE {schema}.ticks (t bigint NOT NULL, v int)")
+    conn.execute(f"SELECT create_hypertable('{schema}.ticks', by_range('t', 1000))")
+    conn.execute(f"CREATE FUNCTION {schema}.ticks_now() RETURNS bigint LANGUAGE sql STABLE AS "
+                 f"'SELECT coalesce(max(t), 0) FROM {schema}.ticks'")
+    conn.execute(f"SELECT set_integer_now_func('{schema}.ticks', '{schema}.ticks_now')")
+    conn.execute(f"INSERT INTO {schema}.ticks SELECT g, g FROM generate_series(0, 9999) g")
+
+
 def test_integer_time_hypertable_skipped_unless_configured(timescale, tmp_path):
     with timescale.connect() as conn:
-        conn.execute(f"CREATE TABLE {timescale.schema}.ticks (t bigint NOT NULL, v int)")
-        conn.execute(f"SELECT create_hypertable('{timescale.schema}.ticks', by_range('t', 1000))")
-        conn.execute(f"CREATE FUNCTION {timescale.schema}.ticks_now() RETURNS bigint LANGUAGE sql STABLE AS "
-                     f"'SELECT coalesce(max(t), 0) FROM {timescale.schema}.ticks'")
-        conn.execute(f"SELECT set_integer_now_func('{timescale.schema}.ticks', '{timescale.schema}.ticks_now')")
-        conn.execute(f"INSERT INTO {timescale.schema}.ticks SELECT g, g FROM generate_series(0, 9999) g")
+        _make_ticks(conn, timescale.schema)
     common = {"include": [f"{timescale.schema}.*"], "ledger_schema": timescale.ledger}
     with engine_for(timescale.dsn, tmp_path / "lake", **common) as engine:
         entries = engine.plan()
@@ -194,12 +199,7 @@ def test_archived_chunk_is_kept_when_a_cagg_starts_needing_it(timescale, tmp_pat
 
 def test_integer_hypertable_with_a_continuous_aggregate_is_kept(timescale, tmp_path):
     with timescale.connect() as conn:
-        conn.execute(f"CREATE TABLE {timescale.schema}.ticks (t bigint NOT NULL, v int)")
-        conn.execute(f"SELECT create_hypertable('{timescale.schema}.ticks', by_range('t', 1000))")
-        conn.execute(f"CREATE FUNCTION {timescale.schema}.ticks_now() RETURNS bigint LANGUAGE sql STABLE AS "
-                     f"'SELECT coalesce(max(t), 0) FROM {timescale.schema}.ticks'")
-        conn.execute(f"SELECT set_integer_now_func('{timescale.schema}.ticks', '{timescale.schema}.ticks_now')")
-        conn.execute(f"INSERT INTO {timescale.schema}.ticks SELECT g, g FROM generate_series(0, 9999) g")
+        _make_ticks(conn, timescale.schema)
         conn.execute(f"CREATE MATERIALIZED VIEW {timescale.schema}.per_k WITH (timescaledb.continuous) AS "
                      f"SELECT time_bucket(1000, t) AS k, sum(v) FROM {timescale.schema}.ticks GROUP BY 1 WITH NO DATA")
     common = {"include": [f"{timescale.schema}.*"], "ledger_schema": timescale.ledger,
