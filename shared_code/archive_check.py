@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable
 
@@ -10,6 +11,12 @@ from .lake import Lake
 from .layout import ChunkLayout
 from .ledger import Job
 from .partitioning import PartitionSpec
+
+
+def archive_digest(files: list[tuple[str, str, int]]) -> str:
+    """An archive's content identity: SHA-256 over its files' (table-relative path, SHA-256, rows), in path order."""
+    text = "\n".join(f"{path} {sha} {rows}" for path, sha, rows in sorted(files))
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
 
 def first_line(error: BaseException) -> str:
@@ -24,11 +31,15 @@ class ArchiveChecker:
         self.lake, self.layout_for = lake, layout_for
         self.live: dict[str, dict[str, int]] = {}  # table folder -> {path in table: size}
 
-    def problems(self, job: Job, *, checksum: bool = True) -> list[str]:
-        """What is wrong with a job's archive; empty when its files match the ledger and are live in its Delta table."""
+    def problems(self, job: Job, *, checksum: bool = True, deep: bool = False) -> list[str]:
+        """What is wrong with a job's archive; empty when its files match the ledger and are live in its Delta table.
+
+        deep (the recovery drill): also decode every row group of every file, and recompute the archive's content
+        hash from the files as they are now.
+        """
         import pyarrow.parquet as pq
 
-        problems, rows = [], 0
+        problems, rows, found = [], 0, []
         if not job.lake_paths and job.row_count != 0:
             return ["no lake files recorded"]
         for path in job.lake_paths:
@@ -37,14 +48,25 @@ class ArchiveChecker:
                 if size is None:
                     problems.append(f"{path}: missing")
                     continue
-                if checksum and self.lake.sha256(path) != job.checksums.get(path):
+                digest = self.lake.sha256(path) if checksum or deep else job.checksums.get(path, "")
+                if checksum and digest != job.checksums.get(path):
                     problems.append(f"{path}: checksum differs from the ledger")
                 with self.lake.open_read(path) as handle:
-                    rows += pq.ParquetFile(handle).metadata.num_rows
+                    parquet = pq.ParquetFile(handle)
+                    in_footer = parquet.metadata.num_rows
+                    if deep:
+                        decoded = sum(parquet.read_row_group(i).num_rows for i in range(parquet.num_row_groups))
+                        if decoded != in_footer:
+                            problems.append(f"{path}: {decoded} rows decode, the footer says {in_footer}")
+                rows += in_footer
+                found.append((self.layout_for(job).in_table(path), digest, in_footer))
             except (OSError, ValueError) as error:  # pyarrow raises ArrowInvalid (a ValueError) on a bad footer
                 problems.append(f"{path}: unreadable ({first_line(error)})")
         if not problems and rows != job.row_count:
             problems.append(f"footers hold {rows} rows, the ledger {job.row_count}")
+        if deep and not problems and (job.content_hash or "").startswith("sha256:") \
+                and archive_digest(found) != job.content_hash:
+            problems.append("the files' content hash differs from the one recorded at archive time")
         if job.table_path:
             problems.extend(self._table_holds(job))
         return problems

@@ -210,10 +210,14 @@ def jobs(state: list[str] = typer.Option(None, "--state", help="Filter by state 
 
 @app.command()
 def verify(job: list[int] = typer.Option(None, "--job", help="Only these job ids (repeatable)."),
-           hypertable: str = typer.Option(None, "--hypertable"), as_json: bool = JsonOpt) -> None:
+           hypertable: str = typer.Option(None, "--hypertable"),
+           deep: bool = typer.Option(False, "--deep", help="Recovery drill: decode every row group and recompute "
+                                     "each archive's content hash."),
+           sample: int = typer.Option(None, "--sample", min=1, help="Check this many archives, chosen at random."),
+           as_json: bool = JsonOpt) -> None:
     """Re-read archived files (existence, SHA-256, footer rows) and each Delta table against the ledger."""
     with _engine() as engine:
-        results = _guard(lambda: engine.verify(job or None, table=hypertable))
+        results = _guard(lambda: engine.verify(job or None, table=hypertable, deep=deep, sample=sample))
     bad = [r for r in results if r.outcome != "done"]
     if as_json:
         _print_json([r.as_dict() for r in results])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import random
 import threading
 import time
 import uuid
@@ -13,12 +14,12 @@ from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FuturesTimeout
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import psycopg
 
 from . import db, telemetry
-from .archive_check import ArchiveChecker
+from .archive_check import ArchiveChecker, archive_digest
 from .archive_writer import ChunkFileWriter
 from .delta_table import ArchiveTable
 from .dropper import ChunkDropper
@@ -39,9 +40,6 @@ from .partitioning import PartitionSpec, month_keys
 from .planning import Decision, PlanEntry, TablePolicy, cutoff_for, plan, table_selected
 from .settings import Settings
 from .typemap import ColumnPlan, plan_columns, schema_fingerprint, text_companion
-
-if TYPE_CHECKING:
-    from .delta_table import DataFile
 
 log = logging.getLogger("tsarchive")
 
@@ -100,12 +98,6 @@ def plan_entry_dict(entry: PlanEntry) -> dict[str, Any]:
         "range_end": iso(c.range_end), "compressed": c.is_compressed, "decision": str(entry.decision),
         "reason": entry.reason,
     }
-
-
-def archive_digest(files: list[DataFile]) -> str:
-    """The archive's content identity: SHA-256 over its files' SHA-256 and row counts, in path order."""
-    text = "\n".join(f"{f.path} {f.sha256} {f.rows}" for f in sorted(files, key=lambda f: f.path))
-    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
 
 def retry_delay(settings: Settings, attempts: int) -> timedelta:
@@ -313,7 +305,7 @@ class Engine:
                 crash_point("before_commit")
                 crossed_commit = True
                 previous = {p: size for p, size in table.active_files().items() if layout.is_job_file(p)}
-                digest = archive_digest(data_files)
+                digest = archive_digest([(f.path, f.sha256, f.rows) for f in data_files])
                 commit = {
                     "token": f"{job.id}-{token}", "job_id": job.id, "source_table": job.table,
                     "source_chunk": job.chunk.qualified_chunk, "range_start": manifest.range_start,
@@ -436,17 +428,21 @@ class Engine:
         """Problems with a job's archive; empty when its files match the ledger and are live in the Delta table."""
         return self.checker().problems(job, checksum=checksum)
 
-    def verify(self, job_ids: list[int] | None = None, table: str | None = None) -> list[StepResult]:
+    def verify(self, job_ids: list[int] | None = None, table: str | None = None, *, deep: bool = False,
+               sample: int | None = None) -> list[StepResult]:
+        """Re-check archives against the ledger; deep decodes every file and recomputes the content hash."""
         self._ensure_ledger()
         jobs = [self.ledger.get(i) for i in job_ids] if job_ids else self.ledger.jobs(
             [JobState.ARCHIVED, JobState.DROPPED], table=table, limit=1_000_000)
+        if sample is not None and sample < len(jobs):
+            jobs = random.sample(jobs, sample)
         results = []
         checker = self.checker()
         for job in jobs:
             if job is None:
                 continue
             started = time.monotonic()
-            problems = checker.problems(job)
+            problems = checker.problems(job, deep=deep)
             ok = "ok" if job.table_path else "ok (archived before the Delta layout: Parquet files outside the table)"
             results.append(StepResult(job.id, job.chunk.qualified_chunk, "verify", "failed" if problems else "done",
                                       "; ".join(problems) or ok, rows=job.row_count or 0, bytes=job.byte_count or 0,

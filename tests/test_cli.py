@@ -67,6 +67,8 @@ def test_full_cycle_json(pg_dsn, tmp_path):
 
     verify = run(["verify", "--json"], env)
     assert verify.returncode == 0 and all(r["outcome"] == "done" for r in json.loads(verify.stdout))
+    drill = run(["verify", "--deep", "--sample", "1", "--json"], env)
+    assert drill.returncode == 0 and len([r for r in json.loads(drill.stdout) if r["job_id"]]) == 1
     human = run(["status"], env)
     assert human.returncode == 0 and "public.events" in human.stdout
 

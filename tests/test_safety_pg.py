@@ -292,3 +292,32 @@ def test_a_recreated_partition_never_hides_the_earlier_archive(pg_dsn, tmp_path,
     assert len(files) == 2
     rows = sum(pq.read_metadata(f).num_rows for f in files)
     assert rows == 50 + 1
+
+
+def test_recovery_drill_decodes_everything_and_catches_rewritten_files(pg_dsn, tmp_path, test_now):
+    """`verify --deep`: a file rewritten with other rows, its ledger checksum updated to match, passes the plain
+    verify but not the drill, which recomputes the archive's content hash from the files."""
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        make_monthly_partitions(conn, months_back=26, now=test_now)
+    lake = tmp_path / "lake"
+    with engine_for(pg_dsn, lake, now=test_now, partitioned_tables=[PARENT]) as engine:
+        assert not engine.run().failed
+        jobs = engine.ledger.all_jobs()
+        assert all(r.outcome == "done" for r in engine.verify(deep=True))
+        assert len([r for r in engine.verify(deep=True, sample=1) if r.job_id]) == 1
+        victim = jobs[0]
+        path = lake / victim.lake_paths[0]
+        table = pq.read_table(path)
+        changed = table.set_column(table.schema.get_field_index("note"), table.schema.field("note"),
+                                   pa.array(["forged"] * table.num_rows))
+        pq.write_table(changed, path, compression="zstd")
+        import hashlib
+
+        forged = hashlib.sha256(path.read_bytes()).hexdigest()
+        engine.conn.execute("UPDATE archiver.jobs SET checksums = jsonb_build_object(lake_paths->>0, %s::text), "
+                            "byte_count = %s WHERE id = %s", (forged, path.stat().st_size, victim.id))
+        plain = {r.job_id: r for r in engine.verify()}
+        drill = {r.job_id: r for r in engine.verify(deep=True)}
+    assert plain[victim.id].outcome == "done"
+    assert drill[victim.id].outcome == "failed" and "content hash differs" in drill[victim.id].detail
+    assert all(r.outcome == "done" for job_id, r in drill.items() if job_id != victim.id)
