@@ -54,6 +54,12 @@ def trigger_archival(req: func.HttpRequest) -> func.HttpResponse:
     return _handle(_with_engine(lambda e, s: api.trigger_archival(e, runtime.transport(s), req.get_body())))
 
 
+@bp.function_name("verify_archives")
+@bp.route(route="archival/verify", methods=["POST"])
+def verify_archives(req: func.HttpRequest) -> func.HttpResponse:
+    return _handle(_with_engine(lambda e, s: api.run_drill(e, req.get_body())))
+
+
 @bp.function_name("retention_status")
 @bp.route(route="retention/status", methods=["GET"])
 def retention_status(req: func.HttpRequest) -> func.HttpResponse:

@@ -14,6 +14,7 @@ from .service import plan_and_enqueue, retry_job
 from .transport import Transport
 
 MAX_PAGE = 500
+MAX_DRILL_SAMPLE = 1000  # an HTTP call must finish within the function timeout; the timer or the CLI do more
 
 
 @dataclass
@@ -107,7 +108,28 @@ def archival_status(engine: Engine) -> ApiResponse:
     for state, count, _, _, updated in rows:
         states[state] = count
         last = max(last, updated) if last and updated else (updated or last)
-    return ApiResponse(200, {"jobs": states, "last_activity": last.isoformat() if last else None})
+    return ApiResponse(200, {"jobs": states, "last_activity": last.isoformat() if last else None,
+                             "last_drill": engine.ledger.last_drill()})
+
+
+def run_drill(engine: Engine, raw: bytes) -> ApiResponse:
+    """POST /archival/verify: the recovery drill on a sample ({"sample": N}, default ARCHIVER_DRILL_SAMPLE)."""
+    try:
+        body = json.loads(raw or b"{}")
+    except json.JSONDecodeError:
+        raise BadRequest('request body must be JSON, e.g. {"sample": 10}') from None
+    if not isinstance(body, dict):
+        raise BadRequest('request body must be a JSON object, e.g. {"sample": 10}')
+    sample = body.get("sample", engine.settings.drill_sample)
+    if isinstance(sample, bool) or not isinstance(sample, int) or not 1 <= sample <= MAX_DRILL_SAMPLE:
+        raise BadRequest(f"sample must be an integer between 1 and {MAX_DRILL_SAMPLE}")
+    table = body.get("hypertable")
+    if table is not None and (not isinstance(table, str) or not table.strip()):
+        raise BadRequest("hypertable must be a non-empty string such as public.metrics")
+    engine.init()
+    results = engine.drill(sample, table=table)
+    failed = [r.as_dict() for r in results if r.outcome != "done"]
+    return ApiResponse(200, {"checked": len(results), "failed": len(failed), "problems": failed})
 
 
 def archival_events(engine: Engine, params: dict[str, str]) -> ApiResponse:

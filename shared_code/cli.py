@@ -217,7 +217,10 @@ def verify(job: list[int] = typer.Option(None, "--job", help="Only these job ids
            as_json: bool = JsonOpt) -> None:
     """Re-read archived files (existence, SHA-256, footer rows) and each Delta table against the ledger."""
     with _engine() as engine:
-        results = _guard(lambda: engine.verify(job or None, table=hypertable, deep=deep, sample=sample))
+        if deep and not job:
+            results = _guard(lambda: engine.drill(sample, table=hypertable))  # recorded: status shows the last drill
+        else:
+            results = _guard(lambda: engine.verify(job or None, table=hypertable, deep=deep, sample=sample))
     bad = [r for r in results if r.outcome != "done"]
     if as_json:
         _print_json([r.as_dict() for r in results])

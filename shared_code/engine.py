@@ -428,6 +428,16 @@ class Engine:
         """Problems with a job's archive; empty when its files match the ledger and are live in the Delta table."""
         return self.checker().problems(job, checksum=checksum)
 
+    def drill(self, sample: int | None = None, table: str | None = None) -> list[StepResult]:
+        """The recovery drill: verify --deep on every archive (or a random sample), recorded in the ledger."""
+        results = self.verify(table=table, deep=True, sample=sample)
+        failed = [r for r in results if r.outcome != "done"]
+        self.ledger.record_drill(len(results), [{"job_id": r.job_id, "chunk": r.chunk, "problem": r.detail}
+                                                for r in failed])
+        telemetry.drill_checked.add(len(results))
+        telemetry.drill_failed.add(len(failed))
+        return results
+
     def verify(self, job_ids: list[int] | None = None, table: str | None = None, *, deep: bool = False,
                sample: int | None = None) -> list[StepResult]:
         """Re-check archives against the ledger; deep decodes every file and recomputes the content hash."""

@@ -83,6 +83,16 @@ _MIGRATIONS: list[str] = [
     ALTER TABLE {schema}.jobs ADD COLUMN IF NOT EXISTS columns jsonb;
     ALTER TABLE {schema}.jobs ADD COLUMN IF NOT EXISTS manifest_sha256 text;
     """,
+    # 5: recovery drills (verify --deep): what was checked, what failed
+    """
+    CREATE TABLE IF NOT EXISTS {schema}.drills (
+        id          bigserial PRIMARY KEY,
+        ran_at      timestamptz NOT NULL DEFAULT now(),
+        checked     integer NOT NULL,
+        failed      integer NOT NULL,
+        problems    jsonb NOT NULL DEFAULT '[]'::jsonb
+    );
+    """,
 ]
 
 
@@ -337,6 +347,20 @@ class Ledger:
         """Record a failed step on a job without moving it (a drop that could not lock or failed in the database)."""
         self.conn.execute(sql.SQL("UPDATE {} SET last_error = %s, updated_at = now() WHERE id = %s").format(self._jobs),
                           (message, job_id))
+
+    def record_drill(self, checked: int, problems: list[dict[str, Any]]) -> None:
+        """A recovery drill's outcome: archives checked, and each failure (job id, chunk, what was wrong)."""
+        self.conn.execute(sql.SQL("INSERT INTO {}.drills (checked, failed, problems) VALUES (%s, %s, %s)").format(
+            sql.Identifier(self.schema)), (checked, len(problems), json.dumps(problems)))
+
+    def last_drill(self) -> dict[str, Any] | None:
+        with self.conn.cursor(row_factory=dict_row) as cur:
+            row = cur.execute(sql.SQL("SELECT ran_at, checked, failed, problems FROM {}.drills ORDER BY id DESC LIMIT 1")
+                              .format(sql.Identifier(self.schema))).fetchone()
+        if row is None:
+            return None
+        return {"ran_at": row["ran_at"].isoformat(), "checked": row["checked"], "failed": row["failed"],
+                "problems": row["problems"]}
 
     def state_counts(self) -> list[tuple[str, int, int, int, datetime | None]]:
         """Per state: jobs, rows, bytes, last update."""

@@ -92,6 +92,8 @@ class Settings(BaseSettings):
     confirmations_queue: str = Field(default="archive-confirmations", pattern=_QUEUE)
     poison_queue: str = Field(default="archive-poison", pattern=_QUEUE)
     schedule: str = Field(default="0 0 2 * * *", pattern=r"^\S+( \S+){5}$")
+    drill_schedule: str | None = Field(default=None, pattern=r"^\S+( \S+){5}$")
+    drill_sample: int = Field(default=10, ge=1, le=100_000)
     requeue_after_minutes: int = Field(default=90, ge=1)  # longer than host.json functionTimeout
 
     @field_validator("include", "exclude", "partitioned_tables", mode="before")

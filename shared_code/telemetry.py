@@ -52,6 +52,10 @@ chunks_archived = _meter.create_counter("tsarchive.chunks.archived", unit="{chun
 chunks_dropped = _meter.create_counter("tsarchive.chunks.dropped", unit="{chunk}", description="Chunks dropped")
 chunks_failed = _meter.create_counter("tsarchive.chunks.failed", unit="{chunk}", description="Failed archive/drop steps")
 rows_archived = _meter.create_counter("tsarchive.rows.archived", unit="{row}", description="Rows written to the lake")
+drill_checked = _meter.create_counter("tsarchive.drill.checked", unit="{archive}",
+                                      description="Archives read back by recovery drills")
+drill_failed = _meter.create_counter("tsarchive.drill.failed", unit="{archive}",
+                                     description="Archives a recovery drill found wrong")
 bytes_archived = _meter.create_counter("tsarchive.bytes.archived", unit="By", description="Parquet bytes written")
 step_duration = _meter.create_histogram("tsarchive.step.duration", unit="s", description="Duration of archive/drop steps")
 

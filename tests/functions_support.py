@@ -20,7 +20,7 @@ def load_app(monkeypatch, transport: str):
     monkeypatch.setenv("ARCHIVER_TRANSPORT", transport)
     monkeypatch.syspath_prepend(str(ROOT))
     for name in ["functions.bindings", "functions.planner", "functions.archiver", "functions.dropper",
-                 "functions.http_api", "function_app"]:
+                 "functions.http_api", "functions.drill", "function_app"]:
         if name in sys.modules:
             importlib.reload(sys.modules[name])
         else:

@@ -22,7 +22,8 @@ from .helpers import due_partitions, ledger_jobs, make_monthly_partitions, norma
 def test_bindings(monkeypatch, transport):
     functions = load_app(monkeypatch, transport)
     assert set(functions) == {"planner", "archiver", "dropper", "trigger_archival", "retention_status",
-                              "archival_status", "archival_events", "archival_metrics", "retry_job", "health"}
+                              "archival_status", "archival_events", "archival_metrics", "retry_job", "health",
+                              "verify_archives"}
 
     timer = functions["planner"].get_bindings()
     assert [(b.type, b.schedule, b.run_on_startup, b.use_monitor) for b in timer] == \
@@ -47,6 +48,7 @@ def test_bindings(monkeypatch, transport):
         "archival/status": (["GET"], "function"),
         "archival/events": (["GET"], "function"),
         "archival/metrics": (["GET"], "function"),
+        "archival/verify": (["POST"], "function"),
         "archival/jobs/{id}/retry": (["POST"], "function"),
         "health": (["GET"], "anonymous"),
     }

@@ -129,3 +129,36 @@ def test_bad_settings_are_503_not_500(http, monkeypatch):
     monkeypatch.setenv("ARCHIVER_RETENTION_DAYS", "soon")
     status, body = http["call"]("archival_status")
     assert status == 503 and "ARCHIVER_RETENTION_DAYS" in body["error"]
+
+
+def test_recovery_drill_route_timer_and_status(http, monkeypatch, tmp_path):
+    from azure.functions.timer import TimerRequest
+
+    from .conftest import engine_for
+    from .functions_support import load_app
+
+    call = http["call"]
+    with engine_for(http["dsn"], tmp_path / "lake", partitioned_tables=["public.events"]) as engine:
+        assert not engine.run().failed
+        victim = engine.ledger.all_jobs()[0]
+    status, body = call("verify_archives", "POST", body=b'{"sample": 2}')
+    assert status == 200 and (body["checked"], body["failed"]) == (2, 0)
+    for payload, fragment in [(b'{"sample": 0}', "between 1 and"), (b'{"sample": "x"}', "integer"), (b"[1]", "object"),
+                              (b"{", "must be JSON"), (b'{"hypertable": ""}', "non-empty")]:
+        status, body = call("verify_archives", "POST", body=payload)
+        assert status == 400 and fragment in body["error"], (payload, body)
+    (tmp_path / "lake" / victim.lake_paths[0]).write_bytes(b"not parquet")
+    status, body = call("verify_archives", "POST", body=b'{"sample": 1000}')
+    assert status == 200 and body["failed"] == 1 and body["problems"][0]["job_id"] == victim.id
+    status, body = call("archival_status")
+    assert body["last_drill"]["failed"] == 1 and body["last_drill"]["checked"] == len(http["due"])
+
+    assert "drill" not in http["functions"]  # off unless scheduled
+    monkeypatch.setenv("ARCHIVER_DRILL_SCHEDULE", "0 0 3 * * 0")
+    monkeypatch.setenv("ARCHIVER_DRILL_SAMPLE", "1")
+    functions = load_app(monkeypatch, "storagequeue")
+    bindings = functions["drill"].get_bindings()
+    assert [(b.type, b.schedule) for b in bindings] == [("timerTrigger", "%ARCHIVER_DRILL_SCHEDULE%")]
+    user_function(functions, "drill")(TimerRequest(past_due=False))
+    status, body = call("archival_status")
+    assert body["last_drill"]["checked"] == 1
