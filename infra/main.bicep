@@ -37,6 +37,9 @@ param partitionedTables string = ''
 @description('Planner schedule (NCRONTAB, UTC).')
 param schedule string = '0 0 2 * * *'
 
+@description('Recovery drill schedule (NCRONTAB, UTC), e.g. 0 0 3 * * 0; empty leaves the drill off.')
+param drillSchedule string = ''
+
 @allowed([2048, 4096])
 param instanceMemoryMB int = 2048
 
@@ -176,6 +179,7 @@ module functionApp 'modules/function-app.bicep' = {
       ARCHIVER_CONFIRMATIONS_QUEUE: queueNames[1]
       ARCHIVER_POISON_QUEUE: queueNames[2]
       ARCHIVER_SCHEDULE: schedule
+      ARCHIVER_DRILL_SCHEDULE: drillSchedule
       ARCHIVER_REQUEUE_AFTER_MINUTES: '90'
       ARCHIVER_RETENTION_DAYS: string(retentionDays)
       ARCHIVER_PARTITIONED_TABLES: partitionedTables

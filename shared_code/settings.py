@@ -96,6 +96,11 @@ class Settings(BaseSettings):
     drill_sample: int = Field(default=10, ge=1, le=100_000)
     requeue_after_minutes: int = Field(default=90, ge=1)  # longer than host.json functionTimeout
 
+    @field_validator("drill_schedule", mode="before")
+    @classmethod
+    def _unset_when_empty(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value  # an empty app setting means "off"
+
     @field_validator("include", "exclude", "partitioned_tables", mode="before")
     @classmethod
     def _lists(cls, value: Any) -> Any:

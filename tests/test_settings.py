@@ -65,3 +65,12 @@ def test_abfss_url_accepted(monkeypatch):
     monkeypatch.setenv("ARCHIVER_DATABASE_URL", "postgresql://u@h/db")
     monkeypatch.setenv("ARCHIVER_LAKE_URL", "abfss://archive@acct.dfs.core.windows.net/tsdb")
     assert load_settings().lake_url.startswith("abfss://")
+
+
+def test_an_empty_drill_schedule_means_off(monkeypatch):
+    monkeypatch.setenv("ARCHIVER_DATABASE_URL", "postgresql://x@localhost/db")
+    monkeypatch.setenv("ARCHIVER_DRILL_SCHEDULE", "  ")
+    assert load_settings().drill_schedule is None
+    monkeypatch.setenv("ARCHIVER_DRILL_SCHEDULE", "every sunday")
+    with pytest.raises(ConfigError, match="drill_schedule|DRILL_SCHEDULE"):
+        load_settings()
