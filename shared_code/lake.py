@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
@@ -85,6 +86,7 @@ class Lake:
         self._fs: FileSystem | None = None
         self.target = self._parse(lake_url)
         self._flat_namespace = False
+        self._blob_service: Any = None
         self._credential: Any = None
 
     @staticmethod
@@ -214,10 +216,50 @@ class Lake:
                 return
             except NotImplementedError:  # pyarrow: Move() needs a hierarchical namespace
                 self._flat_namespace = True
+        if self._blob_sdk:
+            self._copy_blob(src, dst)
+            self._delete_blob(src)
+            return
         self.fs.copy_file(src, dst)
         self.fs.delete_file(src)
 
+    @property
+    def _blob_sdk(self) -> bool:
+        """Key-authorised blob storage (a connection string: Azurite, or a key-based account): copies and deletes go
+        through the Blob SDK. pyarrow's delete now and then stalled 7-15 s there (1 in 40 on Azurite, measured)."""
+        return bool(self._connection_string) and not self.target.is_local
+
+    def _blob_client(self, path: str) -> Any:
+        from azure.storage.blob import BlobServiceClient
+
+        if self._blob_service is None:
+            self._blob_service = BlobServiceClient.from_connection_string(self._connection_string)
+        container, name = path.split("/", 1)
+        return self._blob_service.get_blob_client(container, name)
+
+    def _delete_blob(self, path: str) -> None:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            self._blob_client(path).delete_blob()
+        except ResourceNotFoundError:
+            pass
+
+    def _copy_blob(self, src: str, dst: str) -> None:
+        """Server-side copy with the Blob SDK, polled every 50 ms (key-authorised: the same key authorises the source)."""
+        target, source = self._blob_client(dst), self._blob_client(src)
+        status = target.start_copy_from_url(source.url).get("copy_status")
+        deadline = time.monotonic() + 600
+        while status == "pending" and time.monotonic() < deadline:
+            time.sleep(0.05)
+            status = target.get_blob_properties().copy.status
+        if status != "success":
+            raise LakeError(f"copying {src} to {dst} in the lake ended as {status!r}; the next run retries")
+
     def delete(self, relative: str) -> None:
+        if self._blob_sdk:
+            self._delete_blob(self.path(relative))
+            return
         try:
             self.fs.delete_file(self.path(relative))
         except FileNotFoundError:
