@@ -35,3 +35,9 @@ class JobStateError(ArchiverError):
 
 class SchemaEvolutionError(ArchiverError):
     """The source table's schema changed in a way the archive table cannot follow."""
+
+
+def render_error(error: BaseException) -> str:
+    """One readable line for any error: its first line, or its type when it has no message."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

@@ -201,6 +201,17 @@ class Extractor:
             cursor.close()
         return conn
 
+    @contextmanager
+    def connection(self) -> Iterator[Any]:
+        """A pooled ADBC connection with the session settings; closed instead of pooled if the work failed."""
+        conn = self._take()
+        try:
+            yield conn
+        except BaseException:
+            _close_quietly(conn)
+            raise
+        self._idle.append(conn)
+
     def streams_for(self, pages: int) -> int:
         """How many parallel ctid-range streams a heap of this many pages gets."""
         return max(1, min(self.max_streams, pages // self.min_pages_per_stream))
@@ -268,6 +279,20 @@ class Extractor:
                     self._idle.append(conn)
                 else:  # a half-read stream or an aborted transaction: never hand this connection out again
                     _close_quietly(conn)
+
+
+def query_batches(cursor: Any, rel: str, plans: list[ColumnPlan], where: str = "", *,
+                  batch_size_bytes: int | None = None) -> Iterator[pa.RecordBatch]:
+    """Rows of `rel` (filtered by a WHERE clause the caller built from checked values), as the archive's Arrow types."""
+    if batch_size_bytes:
+        cursor.adbc_statement.set_options(**{"adbc.postgresql.batch_size_hint_bytes": str(batch_size_bytes)})
+    cursor.execute(_select_sql(rel, plans, where))
+    reader = cursor.fetch_record_batch()
+    schema = output_schema(reader.schema, plans, {})
+    for batch in reader:
+        if batch.num_rows:
+            _check_arrays(batch, plans)
+            yield convert_batch(batch, plans, schema)
 
 
 def _close_quietly(conn: Any) -> None:

@@ -93,6 +93,24 @@ _MIGRATIONS: list[str] = [
         problems    jsonb NOT NULL DEFAULT '[]'::jsonb
     );
     """,
+    # 6: restores (CLI and queued HTTP): what was asked, where it went, its proof per chunk; an audit trail
+    """
+    CREATE TABLE IF NOT EXISTS {schema}.restores (
+        id           bigserial PRIMARY KEY,
+        source_table text NOT NULL,
+        range_from   text,
+        range_to     text,
+        target       text,
+        options      jsonb NOT NULL DEFAULT '{{}}'::jsonb,
+        state        text NOT NULL CHECK (state IN ('queued', 'running', 'done', 'failed')),
+        requested_by text NOT NULL,
+        rows         bigint,
+        result       jsonb,
+        error        text,
+        created_at   timestamptz NOT NULL DEFAULT now(),
+        updated_at   timestamptz NOT NULL DEFAULT now()
+    );
+    """,
 ]
 
 
@@ -361,6 +379,60 @@ class Ledger:
             return None
         return {"ran_at": row["ran_at"].isoformat(), "checked": row["checked"], "failed": row["failed"],
                 "problems": row["problems"]}
+
+    # -- restores ---------------------------------------------------------------------------
+    def open_restore(self, source_table: str, range_from: str | None, range_to: str | None, target: str | None,
+                     options: dict[str, Any], requested_by: str, *, queued: bool) -> int:
+        """Record a restore request ('queued' for the archiver, else 'running' in this process); its id."""
+        row = self.conn.execute(sql.SQL(
+            "INSERT INTO {}.restores (source_table, range_from, range_to, target, options, state, requested_by) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id").format(sql.Identifier(self.schema)),
+            (source_table, range_from, range_to, target, json.dumps(options), "queued" if queued else "running",
+             requested_by)).fetchone()
+        assert row is not None
+        return int(row[0])
+
+    def start_restore(self, restore_id: int) -> bool:
+        """queued -> running; False if another delivery already took it (or it finished)."""
+        row = self.conn.execute(sql.SQL(
+            "UPDATE {}.restores SET state = 'running', updated_at = now() WHERE id = %s AND state = 'queued' "
+            "RETURNING id").format(sql.Identifier(self.schema)), (restore_id,)).fetchone()
+        return row is not None
+
+    def finish_restore(self, restore_id: int, rows: int, result: dict[str, Any]) -> None:
+        self.conn.execute(sql.SQL(
+            "UPDATE {}.restores SET state = 'done', rows = %s, result = %s, target = coalesce(%s, target), "
+            "error = NULL, updated_at = now() WHERE id = %s").format(sql.Identifier(self.schema)),
+            (rows, json.dumps(result, default=str), result.get("target"), restore_id))
+
+    def fail_restore(self, restore_id: int, message: str) -> None:
+        self.conn.execute(sql.SQL(
+            "UPDATE {}.restores SET state = 'failed', error = %s, updated_at = now() WHERE id = %s").format(
+            sql.Identifier(self.schema)), (message, restore_id))
+
+    def restore_record(self, restore_id: int) -> dict[str, Any] | None:
+        records = self.restore_records(restore_id=restore_id)
+        return records[0] if records else None
+
+    def restore_records(self, *, restore_id: int | None = None, limit: int = 20) -> list[dict[str, Any]]:
+        """Restores, newest first, as JSON-ready dicts."""
+        where = sql.SQL("WHERE id = %s") if restore_id is not None else sql.SQL("")
+        params = (restore_id, limit) if restore_id is not None else (limit,)
+        with self.conn.cursor(row_factory=dict_row) as cur:
+            rows = cur.execute(sql.SQL("SELECT * FROM {}.restores {} ORDER BY id DESC LIMIT %s").format(
+                sql.Identifier(self.schema), where), params).fetchall()
+        return [{k: v.isoformat() if isinstance(v, datetime) else v for k, v in row.items()} for row in rows]
+
+    def restore_counts(self) -> dict[str, int]:
+        rows = self.conn.execute(sql.SQL("SELECT state, count(*) FROM {}.restores GROUP BY state").format(
+            sql.Identifier(self.schema))).fetchall()
+        return {str(state): int(count) for state, count in rows}
+
+    def restorable(self, table: str) -> list[Job]:
+        """A table's archived or dropped jobs, oldest range first."""
+        return self._select(sql.SQL("table_schema || '.' || table_name = %s AND state IN ('archived', 'dropped') "
+                                    "AND manifest_path IS NOT NULL"), (table,),
+                            "ORDER BY coalesce(range_start_int, 0), range_start NULLS FIRST, id")
 
     def state_counts(self) -> list[tuple[str, int, int, int, datetime | None]]:
         """Per state: jobs, rows, bytes, last update."""

@@ -132,9 +132,12 @@ def tsdb() -> Iterator[Tsdb]:
 @pytest.fixture(params=["wasm", "native"])
 def timescale(request: pytest.FixtureRequest) -> Iterator[Tsdb]:
     """TimescaleDB twice: the WASM build (2.23, PostgreSQL 17) and native 2.28.3 on PostgreSQL 15 (`make tsdb-native`)."""
-    if request.param == "wasm":
-        yield request.getfixturevalue("tsdb")
-        return
+    yield request.getfixturevalue("tsdb" if request.param == "wasm" else "native_tsdb")
+
+
+@pytest.fixture
+def native_tsdb() -> Iterator[Tsdb]:
+    """A fresh database with the timescaledb extension on the native TimescaleDB 2.28.3 server."""
     try:
         socket.create_connection(("127.0.0.1", NATIVE_PORT), timeout=1).close()
     except OSError:

@@ -1,0 +1,163 @@
+"""Restore by time range, on PostgreSQL 15 partitions and on TimescaleDB (native and WASM): every type comes back
+exactly (EXCEPT ALL both ways over each row's text), into a staging table or the original table, duplicates refused."""
+
+import json
+import re
+import subprocess
+from datetime import UTC, datetime
+
+import psycopg
+import pytest
+
+from shared_code.errors import ArchiverError
+from shared_code.ledger import JobState
+from shared_code.restore import RestoreRefused, restore_range
+
+from .conftest import TSARCHIVE, cli_env, engine_for
+from .test_types_pg import COLUMNS, ROWS
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)  # pinned: the data is from 2020, so every chunk is due whatever today is
+DAYS = ["2020-01-01", "2020-01-09", "2020-01-20", "2020-02-03", "2020-02-28", "2020-03-15"]
+EXTRA = "ma int4[], mt text[], big text, jx jsonb"
+EXTRA_VALUES = [
+    ("{{1,NULL},{3,4}}", '{{"a","b"},{NULL,"\\"q\\""}}', "toast", '{"esc": "tab\\t quote\\" backslash\\\\ é"}'),
+    ("[0:2]={1,2,3}", "{}", "", "{}"),
+    ("{}", "{NULL}", None, None),
+    (None, '[2:2]={"x"}', "toast", '{"a": [1, 2.50, null]}'),
+]
+
+
+class Source:
+    def __init__(self, dsn: str, schema: str, settings: dict, kind: str) -> None:
+        self.dsn, self.schema, self.settings, self.kind = dsn, schema, settings, kind
+        self.table = f"{schema}.typed"
+
+    def connect(self) -> psycopg.Connection:
+        conn = psycopg.connect(self.dsn, autocommit=True)
+        conn.execute("SET client_min_messages = warning; SET TimeZone = 'UTC'; SET extra_float_digits = 3; "
+                     "SET IntervalStyle = 'iso_8601'")
+        return conn
+
+    def engine(self, lake):
+        return engine_for(self.dsn, lake, now=NOW, **self.settings)
+
+
+def _create(conn, schema: str, partitions: bool) -> None:
+    conn.execute(f"CREATE TYPE {schema}.mood_t AS ENUM ('happy', 'sad')")
+    conn.execute(f"CREATE DOMAIN {schema}.positive_int AS int4 CHECK (VALUE > 0)")
+    columns = COLUMNS.replace("mood_t", f"{schema}.mood_t").replace("positive_int", f"{schema}.positive_int")
+    conn.execute(f"CREATE TABLE {schema}.typed ({columns}, {EXTRA})" + (" PARTITION BY RANGE (ts)" if partitions else ""))
+    if partitions:
+        for month in (1, 2, 3):
+            conn.execute(f"CREATE TABLE {schema}.typed_2020_{month:02d} PARTITION OF {schema}.typed "
+                         f"FOR VALUES FROM ('2020-{month:02d}-01') TO ('2020-{month + 1:02d}-01')")
+    else:
+        conn.execute(f"SELECT create_hypertable('{schema}.typed', by_range('ts', INTERVAL '7 days'))")
+    for day in DAYS:
+        for row in ROWS:
+            values = row.replace("2020-01-01 00:00", day + " 00:00", 1)
+            conn.execute(f"INSERT INTO {schema}.typed ({_names(COLUMNS)}) VALUES {values}")
+    for second, (ma, mt, big, jx) in enumerate(EXTRA_VALUES, start=1):
+        conn.execute(f"UPDATE {schema}.typed SET ma = %s, mt = %s, big = CASE WHEN %s = 'toast' THEN "
+                     "repeat(md5(ts::text), 6000) ELSE %s END, jx = %s "
+                     "WHERE extract(second FROM ts) = %s", (ma, mt, big, big, jx, second))
+    # a 60-digit numeric, and the largest and smallest finite values each time type takes
+    conn.execute(f"UPDATE {schema}.typed SET n = 123456789012345678901234567890.123456789012345678901234567890 "
+                 "WHERE extract(second FROM ts) = 1")
+
+
+def _names(columns: str) -> str:
+    return ", ".join(part.split()[0] for part in re.sub(r"\([^)]*\)", "", columns).split(","))
+
+
+@pytest.fixture(params=["pg15", "wasm", "native"])
+def source(request, tmp_path):
+    if request.param == "pg15":
+        dsn = request.getfixturevalue("pg_dsn")
+        src = Source(dsn, "public", {"partitioned_tables": ["public.typed"]}, "pg15")
+        with src.connect() as conn:
+            _create(conn, "public", partitions=True)
+    else:
+        box = request.getfixturevalue("tsdb" if request.param == "wasm" else "native_tsdb")
+        src = Source(box.dsn, box.schema, {"include": [f"{box.schema}.*"], "ledger_schema": box.ledger}, request.param)
+        with src.connect() as conn:
+            conn.execute("DROP SCHEMA IF EXISTS archiver_restore CASCADE")  # the WASM server is shared between tests
+            _create(conn, box.schema, partitions=False)
+    with src.connect() as conn:
+        conn.execute(f"CREATE TABLE {src.schema}.original AS SELECT * FROM {src.table}")
+        assert conn.execute(f"SELECT count(*) FROM {src.table}").fetchone()[0] == len(DAYS) * len(ROWS)
+    lake = tmp_path / "lake"
+    with src.engine(lake) as engine:
+        report = engine.run()
+        assert not report.failed, report.failed
+        jobs = engine.ledger.all_jobs()
+    assert jobs and all(j.state == JobState.DROPPED for j in jobs)
+    with src.connect() as conn:
+        assert conn.execute(f"SELECT count(*) FROM {src.table}").fetchone()[0] == 0
+    src.lake = lake
+    return src
+
+
+def _difference(conn, a: str, b: str, where: str = "") -> tuple[int, int]:
+    """Rows of a not in b and of b not in a, compared as each row's full text (json has no equality operator)."""
+    def one(x, y):
+        return conn.execute(f"SELECT count(*) FROM (SELECT r::text FROM {x} r {where} EXCEPT ALL "
+                            f"SELECT r::text FROM {y} r {where}) d").fetchone()[0]
+    return one(a, b), one(b, a)
+
+
+def test_round_trip_by_range_into_a_staging_table(source):
+    with source.engine(source.lake) as engine:
+        result = restore_range(engine, source.table, datetime(2020, 1, 1, tzinfo=UTC), datetime(2020, 4, 1, tzinfo=UTC))
+    assert result.target.startswith("archiver_restore.typed__20200101") and result.created_target
+    assert result.rows == len(DAYS) * len(ROWS) and all(c.status == "restored" for c in result.chunks)
+    with source.connect() as conn:
+        assert _difference(conn, result.target, f"{source.schema}.original") == (0, 0)
+        types = dict(conn.execute("SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute WHERE "
+                                  "attrelid = %s::regclass AND attnum > 0", (result.target,)).fetchall())
+        assert types["n2"] == "numeric(10,2)" and types["ma"] == "integer[]" and types["mood"].endswith("mood_t")
+        assert conn.execute(f"SELECT ma::text FROM {result.target} WHERE extract(second FROM ts) = 2 LIMIT 1"
+                            ).fetchone()[0] == "[0:2]={1,2,3}"
+
+
+def test_partial_range_restores_only_its_rows(source):
+    low, high = datetime(2020, 1, 9, tzinfo=UTC), datetime(2020, 2, 28, 0, 0, 2, tzinfo=UTC)
+    with source.engine(source.lake) as engine:
+        planned = restore_range(engine, source.table, low, high, into="audit.jan_feb", dry_run=True)
+        result = restore_range(engine, source.table, low, high, into="audit.jan_feb")
+    inside = len(ROWS) * 3 + 1  # 01-09, 01-20, 02-03 whole; of 02-28 only 00:00:01
+    assert planned.rows == result.rows == inside and planned.dry_run
+    where = "WHERE ts >= '2020-01-09' AND ts < '2020-02-28 00:00:02'"
+    with source.connect() as conn:
+        assert conn.execute("SELECT count(*) FROM audit.jan_feb").fetchone()[0] == inside
+        assert _difference(conn, "audit.jan_feb", f"{source.schema}.original", where) == (0, 0)
+        conn.execute("DROP SCHEMA audit CASCADE")
+
+
+def test_restore_into_the_original_table_then_duplicates_are_refused(source):
+    if source.kind == "pg15":  # a dropped partition must exist again before its rows can go back
+        with source.connect() as conn:
+            conn.execute("CREATE TABLE public.typed_back PARTITION OF public.typed FOR VALUES FROM ('2020-01-01') "
+                         "TO ('2020-04-01')")
+    low, high = datetime(2020, 1, 1, tzinfo=UTC), datetime(2020, 4, 1, tzinfo=UTC)
+    with source.engine(source.lake) as engine:
+        result = restore_range(engine, source.table, low, high, into=source.table)
+        assert not result.created_target and result.rows == len(DAYS) * len(ROWS)
+        with pytest.raises(RestoreRefused, match="already holds archived rows"):
+            restore_range(engine, source.table, low, high, into=source.table)
+        skipped = restore_range(engine, source.table, low, high, into=source.table, skip_present=True)
+        assert {c.status for c in skipped.chunks} == {"present"} and skipped.rows == 0
+    with source.connect() as conn:
+        assert _difference(conn, source.table, f"{source.schema}.original") == (0, 0)
+
+
+def test_refusals_say_what_is_wrong(source):
+    with source.engine(source.lake) as engine:
+        with pytest.raises(ArchiverError, match="no archived chunk of .* overlaps"):
+            restore_range(engine, source.table, datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 2, 1, tzinfo=UTC))
+        with pytest.raises(ArchiverError, match="nothing of 'public.nope' is archived"):
+            restore_range(engine, "public.nope", None, datetime(2024, 2, 1, tzinfo=UTC))
+        with source.connect() as conn:
+            conn.execute(f"CREATE TABLE {source.schema}.narrow (ts timestamptz, b int)")
+        with pytest.raises(RestoreRefused, match="cannot take the archived rows: column"):
+            restore_range(engine, source.table, None, datetime(2020, 2, 1, tzinfo=UTC), into=f"{source.schema}.narrow")
