@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import psycopg
 import pytest
 
-from shared_code.errors import ArchiverError
+from shared_code.errors import ArchiverError, VerificationError
 from shared_code.ledger import JobState
 from shared_code.restore import RestoreRefused, restore_range
 
@@ -161,3 +161,39 @@ def test_refusals_say_what_is_wrong(source):
             conn.execute(f"CREATE TABLE {source.schema}.narrow (ts timestamptz, b int)")
         with pytest.raises(RestoreRefused, match="cannot take the archived rows: column"):
             restore_range(engine, source.table, None, datetime(2020, 2, 1, tzinfo=UTC), into=f"{source.schema}.narrow")
+
+
+def test_the_proof_catches_rows_changed_on_the_way_in(source):
+    """A trigger on the target alters one value per row: the read-back hash differs, and nothing is kept."""
+    with source.connect() as conn:
+        conn.execute(f"CREATE TABLE {source.schema}.tampered (LIKE {source.schema}.original)")
+        conn.execute(f"CREATE FUNCTION {source.schema}.bump() RETURNS trigger LANGUAGE plpgsql AS "
+                     "$$ BEGIN NEW.i2 := coalesce(NEW.i2, 0) # 1; RETURN NEW; END $$")
+        conn.execute(f"CREATE TRIGGER bump BEFORE INSERT ON {source.schema}.tampered FOR EACH ROW "
+                     f"EXECUTE FUNCTION {source.schema}.bump()")
+    with source.engine(source.lake) as engine, pytest.raises(VerificationError, match="differ from the archive"):
+        restore_range(engine, source.table, None, datetime(2020, 1, 5, tzinfo=UTC), into=f"{source.schema}.tampered")
+    with source.connect() as conn:
+        assert conn.execute(f"SELECT count(*) FROM {source.schema}.tampered").fetchone()[0] == 0
+
+
+@pytest.mark.parametrize("source", ["pg15"], indirect=True)  # the CLI is the same on every server
+def test_cli_range_restore(source):
+    env = cli_env(source.dsn, source.lake, ARCHIVER_PARTITIONED_TABLES="public.typed")
+    base = [TSARCHIVE, "restore", "--hypertable", "public.typed", "--from", "2020-02-01", "--to", "2020-03-01"]
+    dry = subprocess.run([*base, "--dry-run"], env=env, capture_output=True, text=True)
+    assert dry.returncode == 0 and "would restore 8 rows from 1 chunk(s)" in dry.stdout, dry.stdout + dry.stderr
+    done = subprocess.run([*base, "--into", "public.feb", "--json"], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["rows"] == 8 and report["chunks"][0]["row_hash"].startswith("rows128:")
+    again = subprocess.run([*base, "--into", "public.feb"], env=env, capture_output=True, text=True)
+    assert again.returncode == 1 and "already holds archived rows" in again.stderr and "Traceback" not in again.stderr
+    piped = subprocess.run([*base, "--into", "public.feb2"], env=env, capture_output=True, text=True)
+    assert piped.returncode == 0 and "restore: typed_2020_02 (job" in piped.stderr  # a line per chunk off a terminal
+    bad = subprocess.run([TSARCHIVE, "restore", "--hypertable", "public.typed", "--from", "soon"], env=env,
+                         capture_output=True, text=True)
+    assert bad.returncode == 1 and "is not an ISO 8601 timestamp" in bad.stderr
+    with source.connect() as conn:
+        audit = conn.execute("SELECT state, rows, requested_by FROM archiver.restores ORDER BY id").fetchall()
+    assert audit == [("done", 8, "cli"), ("failed", None, "cli"), ("done", 8, "cli")]
