@@ -1,11 +1,11 @@
-"""Queue trigger on archive requests: archive one chunk, send a confirmation."""
+"""Queue trigger on the requests queue: archive one chunk and send a confirmation, or run a queued restore."""
 
 import logging
 
 import azure.functions as func
 
 from shared_code import runtime
-from shared_code.service import handle_request
+from shared_code.service import handle_archiver_message
 
 from .bindings import message_parts, queue_trigger
 
@@ -19,5 +19,5 @@ def archiver(msg) -> None:
     body, message_id, delivery = message_parts(msg)
     settings = runtime.settings()
     with runtime.engine(settings) as engine:
-        outcome = handle_request(engine, runtime.transport(settings), body, message_id)
+        outcome = handle_archiver_message(engine, runtime.transport(settings), body, message_id)
     log.info("archiver: message %s (delivery %d): %s", message_id, delivery, outcome)

@@ -1,4 +1,4 @@
-"""HTTP routes: manual archival, status, events, metrics, retry, health. JSON in, JSON out."""
+"""HTTP routes: manual archival, restore, status, events, metrics, retry, drill, health. JSON in, JSON out."""
 
 from __future__ import annotations
 
@@ -58,6 +58,25 @@ def trigger_archival(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="archival/verify", methods=["POST"])
 def verify_archives(req: func.HttpRequest) -> func.HttpResponse:
     return _handle(_with_engine(lambda e, s: api.run_drill(e, req.get_body())))
+
+
+@bp.function_name("restore_archive")
+@bp.route(route="archival/restore", methods=["POST"])
+def restore_archive(req: func.HttpRequest) -> func.HttpResponse:
+    return _handle(_with_engine(lambda e, s: api.start_restore(e, runtime.transport(s), req.get_body())))
+
+
+@bp.function_name("restore_list")
+@bp.route(route="archival/restores", methods=["GET"])
+def restore_list(req: func.HttpRequest) -> func.HttpResponse:
+    return _handle(_with_engine(lambda e, s: api.restores(e, dict(req.params))))
+
+
+@bp.function_name("restore_status")
+@bp.route(route="archival/restores/{id}", methods=["GET"])
+def restore_status(req: func.HttpRequest) -> func.HttpResponse:
+    restore_id = req.route_params.get("id", "")
+    return _handle(_with_engine(lambda e, s: api.restore_status(e, restore_id)))
 
 
 @bp.function_name("retention_status")

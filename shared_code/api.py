@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .engine import Engine
-from .errors import JobStateError
+from .errors import ArchiverError, JobStateError
 from .ledger import JobState
-from .service import plan_and_enqueue, retry_job
+from .service import plan_and_enqueue, request_restore, retry_job
 from .transport import Transport
 
 MAX_PAGE = 500
@@ -109,7 +109,68 @@ def archival_status(engine: Engine) -> ApiResponse:
         states[state] = count
         last = max(last, updated) if last and updated else (updated or last)
     return ApiResponse(200, {"jobs": states, "last_activity": last.isoformat() if last else None,
-                             "last_drill": engine.ledger.last_drill()})
+                             "last_drill": engine.ledger.last_drill(), "restores": engine.ledger.restore_counts()})
+
+
+_RESTORE_FIELDS = {"hypertable", "from", "to", "into", "dry_run", "allow_duplicates", "skip_present"}
+
+
+def _name(value: Any, field_name: str) -> str:
+    if not isinstance(value, str) or value.count(".") < 1 or not all(value.split(".", 1)) or len(value) > 300:
+        raise BadRequest(f"{field_name} must be a schema-qualified table name such as public.metrics")
+    return value
+
+
+def start_restore(engine: Engine, transport: Transport, raw: bytes) -> ApiResponse:
+    """POST /archival/restore: queue a restore of a table's archived rows in [from, to); dry_run answers at once."""
+    from .restore import parse_bound, restore_range
+
+    data = _json_object(raw)
+    unknown = sorted(set(data) - _RESTORE_FIELDS)
+    if unknown:
+        raise BadRequest(f"unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(_RESTORE_FIELDS))}")
+    table = _name(data.get("hypertable"), "hypertable")
+    into = _name(data["into"], "into") if data.get("into") is not None else None
+    bounds = {}
+    for key in ("from", "to"):
+        value = data.get(key)
+        if value is not None and not isinstance(value, str | int) or isinstance(value, bool):
+            raise BadRequest(f"{key} must be an ISO 8601 timestamp string (or an integer for integer time columns)")
+        try:
+            bounds[key] = parse_bound(None if value is None else str(value), key)
+        except ArchiverError as bad:
+            raise BadRequest(str(bad)) from None
+    if bounds["from"] is None and bounds["to"] is None:
+        raise BadRequest("give from and/or to: the time range to restore")
+    flags = {k: _bool(data.get(k, False), k) for k in ("dry_run", "allow_duplicates", "skip_present")}
+    engine.init()
+    if not engine.ledger.restorable(table):
+        return error(404, f"nothing of {table!r} is archived")
+    if flags["dry_run"]:
+        plan = restore_range(engine, table, bounds["from"], bounds["to"], into=into, dry_run=True)
+        return ApiResponse(200, plan.as_dict())
+    text = {k: None if data.get(k) is None else str(data[k]) for k in ("from", "to")}
+    restore_id = request_restore(engine, transport, table=table, range_from=text["from"], range_to=text["to"],
+                                 into=into, allow_duplicates=flags["allow_duplicates"],
+                                 skip_present=flags["skip_present"], requested_by="http")
+    return ApiResponse(202, {"restore_id": restore_id, "state": "queued",
+                             "status": f"/api/archival/restores/{restore_id}"})
+
+
+def restore_status(engine: Engine, restore_id: str) -> ApiResponse:
+    try:
+        number = int(restore_id)
+    except ValueError:
+        raise BadRequest(f"restore id must be an integer, got {restore_id!r}") from None
+    engine.init()
+    record = engine.ledger.restore_record(number)
+    return ApiResponse(200, record) if record else error(404, f"restore {number} does not exist")
+
+
+def restores(engine: Engine, params: dict[str, str]) -> ApiResponse:
+    engine.init()
+    limit = _int(params.get("limit"), "limit", 20, 1, MAX_PAGE)
+    return ApiResponse(200, {"restores": engine.ledger.restore_records(limit=limit)})
 
 
 def run_drill(engine: Engine, raw: bytes) -> ApiResponse:

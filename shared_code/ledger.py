@@ -392,12 +392,16 @@ class Ledger:
         assert row is not None
         return int(row[0])
 
-    def start_restore(self, restore_id: int) -> bool:
-        """queued -> running; False if another delivery already took it (or it finished)."""
+    def start_restore(self, restore_id: int) -> str | None:
+        """queued (or running, when the broker redelivers after its worker died) -> running; the state it left.
+
+        None when the restore already finished: a duplicate delivery has nothing to do.
+        """
         row = self.conn.execute(sql.SQL(
-            "UPDATE {}.restores SET state = 'running', updated_at = now() WHERE id = %s AND state = 'queued' "
-            "RETURNING id").format(sql.Identifier(self.schema)), (restore_id,)).fetchone()
-        return row is not None
+            "UPDATE {0}.restores r SET state = 'running', updated_at = now() FROM {0}.restores old "
+            "WHERE r.id = %s AND old.id = r.id AND r.state IN ('queued', 'running') RETURNING old.state").format(
+            sql.Identifier(self.schema)), (restore_id,)).fetchone()
+        return str(row[0]) if row else None
 
     def finish_restore(self, restore_id: int, rows: int, result: dict[str, Any]) -> None:
         self.conn.execute(sql.SQL(

@@ -12,6 +12,7 @@ from .errors import ArchiverError
 
 REQUEST_TYPE = "tsarchive.archive-request"
 CONFIRMATION_TYPE = "tsarchive.archive-confirmation"
+RESTORE_TYPE = "tsarchive.restore-request"
 SCHEMA_VERSION = 1
 CONTENT_TYPE = "application/json"
 
@@ -20,18 +21,21 @@ class MessageError(ArchiverError):
     """A message that cannot be processed: malformed, unknown or of an unsupported version."""
 
 
-class _Message(BaseModel):
+class _Envelope(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     version: Literal[1] = SCHEMA_VERSION
+    traceparent: str | None = Field(default=None, max_length=128)
+
+    def to_json(self) -> str:
+        return self.model_dump_json()
+
+
+class _Message(_Envelope):
     job_id: int = Field(ge=1)
     attempt: int = Field(ge=0)
     table: str = Field(min_length=1)
     chunk: str = Field(min_length=1)
-    traceparent: str | None = None
-
-    def to_json(self) -> str:
-        return self.model_dump_json()
 
 
 class ArchiveRequest(_Message):
@@ -62,27 +66,48 @@ class ArchiveConfirmation(_Message):
         return f"tsarchive-conf-{self.job_id}-{self.attempt}-{self.status}"
 
 
-_KINDS: dict[str, type[_Message]] = {REQUEST_TYPE: ArchiveRequest, CONFIRMATION_TYPE: ArchiveConfirmation}
+class RestoreRequest(_Envelope):
+    """Restore a table's archived rows in [range_from, range_to), recorded as restore `restore_id` in the ledger."""
+
+    type: Literal["tsarchive.restore-request"] = RESTORE_TYPE
+    restore_id: int = Field(ge=1)
+    table: str = Field(min_length=3, max_length=300)
+    range_from: str | None = Field(default=None, max_length=64)
+    range_to: str | None = Field(default=None, max_length=64)
+    into: str | None = Field(default=None, max_length=300)
+    allow_duplicates: bool = False
+    skip_present: bool = False
+    requested_at: datetime
+
+    @property
+    def message_id(self) -> str:
+        return f"tsarchive-restore-{self.restore_id}"
 
 
-def parse(body: bytes | str, expect: type[_Message]) -> Any:
-    """Parse and validate a message body; MessageError says exactly what is wrong."""
+_KINDS: dict[str, type[_Envelope]] = {REQUEST_TYPE: ArchiveRequest, CONFIRMATION_TYPE: ArchiveConfirmation,
+                                      RESTORE_TYPE: RestoreRequest}
+
+
+def parse(body: bytes | str, expect: type[_Envelope] | tuple[type[_Envelope], ...]) -> Any:
+    """Parse and validate a message body of one of the expected types; MessageError says exactly what is wrong."""
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError) as error:
         raise MessageError(f"body is not JSON ({error})") from None
     if not isinstance(data, dict):
         raise MessageError("body must be a JSON object")
+    expected = expect if isinstance(expect, tuple) else (expect,)
+    names = " or ".join(repr(e.model_fields["type"].default) for e in expected)
     kind = data.get("type")
-    if kind not in _KINDS:
-        raise MessageError(f"unknown message type {kind!r}; expected {expect.model_fields['type'].default!r}")
-    if _KINDS[kind] is not expect:
-        raise MessageError(f"message type {kind!r} arrived on the queue for {expect.model_fields['type'].default!r}")
+    if not isinstance(kind, str) or kind not in _KINDS:
+        raise MessageError(f"unknown message type {kind!r}; expected {names}")
+    if _KINDS[kind] not in expected:
+        raise MessageError(f"message type {kind!r} arrived on the queue for {names}")
     version = data.get("version")
     if version != SCHEMA_VERSION:
         raise MessageError(f"unsupported {kind} version {version!r}; this build reads version {SCHEMA_VERSION}")
     try:
-        return expect.model_validate(data)
+        return _KINDS[kind].model_validate(data)
     except ValidationError as error:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in item['loc']) or 'body'}: {item['msg']}" for item in error.errors()

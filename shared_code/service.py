@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import psycopg
+
 from . import telemetry
 from .engine import Engine, plan_entry_dict, retry_delay
+from .errors import ArchiverError, render_error
 from .ledger import Job, JobState
-from .messages import ArchiveConfirmation, ArchiveRequest, MessageError, parse
+from .messages import RESTORE_TYPE, ArchiveConfirmation, ArchiveRequest, MessageError, RestoreRequest, parse
 from .planning import Decision
 from .transport import Transport
 
@@ -111,6 +115,65 @@ def handle_request(engine: Engine, transport: Transport, body: bytes, message_id
         )
         transport.send_confirmation(confirmation)
         return status
+
+
+def handle_archiver_message(engine: Engine, transport: Transport, body: bytes, message_id: str | None = None) -> str:
+    """The requests queue carries archive requests and restore requests."""
+    try:
+        kind = json.loads(body).get("type")
+    except (ValueError, UnicodeDecodeError, AttributeError):
+        kind = None
+    if kind == RESTORE_TYPE:
+        return handle_restore(engine, transport, body, message_id)
+    return handle_request(engine, transport, body, message_id)
+
+
+def request_restore(engine: Engine, transport: Transport, *, table: str, range_from: str | None, range_to: str | None,
+                    into: str | None, allow_duplicates: bool, skip_present: bool, requested_by: str) -> int:
+    """Record a restore as queued and send it to the archiver; its id (GET /api/archival/restores/{id})."""
+    engine.init()
+    options = {"allow_duplicates": allow_duplicates, "skip_present": skip_present}
+    restore_id = engine.ledger.open_restore(table, range_from, range_to, into, options, requested_by, queued=True)
+    request = RestoreRequest(restore_id=restore_id, table=table, range_from=range_from, range_to=range_to, into=into,
+                             allow_duplicates=allow_duplicates, skip_present=skip_present,
+                             requested_at=datetime.now(UTC), traceparent=telemetry.inject())
+    try:
+        transport.send_restore(request)
+    except Exception as error:
+        engine.ledger.fail_restore(restore_id, f"could not be queued: {render_error(error)}")
+        raise
+    return restore_id
+
+
+def handle_restore(engine: Engine, transport: Transport, body: bytes, message_id: str | None = None) -> str:
+    """Run a queued restore once; a redelivery after its worker died resumes it, skipping chunks already back."""
+    from .restore import parse_bound, restore_range
+
+    try:
+        request = parse(body, RestoreRequest)
+    except MessageError as error:
+        return _poison(transport, engine.settings.requests_queue, body, error, message_id)
+    engine.init()
+    if engine.ledger.restore_record(request.restore_id) is None:
+        return _poison(transport, engine.settings.requests_queue, body,
+                       MessageError(f"restore {request.restore_id} is not in the ledger"), message_id)
+    previous = engine.ledger.start_restore(request.restore_id)
+    if previous is None:
+        return "restore already finished"
+    resumed = previous == "running"
+    with telemetry.continued(request.traceparent), telemetry.span("restore", restore_id=request.restore_id):
+        try:
+            low, high = parse_bound(request.range_from, "from"), parse_bound(request.range_to, "to")
+            result = restore_range(engine, request.table, low, high, into=request.into,
+                                   allow_duplicates=request.allow_duplicates,
+                                   skip_present=request.skip_present or resumed)
+        except (ArchiverError, psycopg.Error) as error:
+            engine.ledger.fail_restore(request.restore_id, render_error(error))
+            log.error("restore %s failed: %s", request.restore_id, render_error(error))
+            return "restore failed"
+        engine.ledger.finish_restore(request.restore_id, result.rows, result.as_dict())
+        log.info("restore %s: %s rows into %s", request.restore_id, result.rows, result.target)
+        return "restored"
 
 
 def handle_confirmation(engine: Engine, transport: Transport, body: bytes, message_id: str | None = None) -> str:

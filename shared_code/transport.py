@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from .errors import ConfigError
-from .messages import CONTENT_TYPE, ArchiveConfirmation, ArchiveRequest
+from .messages import CONTENT_TYPE, ArchiveConfirmation, ArchiveRequest, RestoreRequest
 from .settings import Settings
 
 log = logging.getLogger("tsarchive")
@@ -30,6 +30,7 @@ class Transport(Protocol):
     def send_request(self, request: ArchiveRequest, delay: timedelta | None = None) -> None: ...
     def send_confirmation(self, confirmation: ArchiveConfirmation) -> None: ...
     def send_poison(self, source_queue: str, body: bytes, reason: str, message_id: str | None) -> None: ...
+    def send_restore(self, request: RestoreRequest) -> None: ...
 
 
 def _application_properties(message: ArchiveRequest | ArchiveConfirmation) -> dict[str, Any]:
@@ -97,6 +98,14 @@ class ServiceBusTransport:
         self._send(self.settings.confirmations_queue,
                    self._message(confirmation.to_json(), confirmation.message_id, _application_properties(confirmation)))
 
+    def send_restore(self, request: RestoreRequest) -> None:
+        """On the requests queue: the archiver function runs restores (they need the same rights and network)."""
+        props: dict[str, Any] = {"tsarchive_type": request.type, "tsarchive_version": request.version,
+                                 "restore_id": request.restore_id, "table": request.table}
+        if request.traceparent:
+            props["traceparent"] = props["Diagnostic-Id"] = request.traceparent
+        self._send(self.settings.requests_queue, self._message(request.to_json(), request.message_id, props))
+
     def send_poison(self, source_queue: str, body: bytes, reason: str, message_id: str | None) -> None:
         props = {"reason": reason[:1000], "source_queue": source_queue, "original_message_id": message_id or ""}
         self._send(self.settings.poison_queue,
@@ -146,6 +155,9 @@ class StorageQueueTransport:
 
     def send_confirmation(self, confirmation: ArchiveConfirmation) -> None:
         self._queue(self.settings.confirmations_queue).send_message(confirmation.to_json())
+
+    def send_restore(self, request: RestoreRequest) -> None:
+        self._queue(self.settings.requests_queue).send_message(request.to_json())
 
     def send_poison(self, source_queue: str, body: bytes, reason: str, message_id: str | None) -> None:
         envelope = {"reason": reason, "source_queue": source_queue, "original_message_id": message_id,

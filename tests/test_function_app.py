@@ -4,6 +4,7 @@ import base64
 import json
 import time
 
+import azure.functions as func
 import psycopg
 import pyarrow.parquet as pq
 import pytest
@@ -23,7 +24,7 @@ def test_bindings(monkeypatch, transport):
     functions = load_app(monkeypatch, transport)
     assert set(functions) == {"planner", "archiver", "dropper", "trigger_archival", "retention_status",
                               "archival_status", "archival_events", "archival_metrics", "retry_job", "health",
-                              "verify_archives"}
+                              "verify_archives", "restore_archive", "restore_list", "restore_status"}
 
     timer = functions["planner"].get_bindings()
     assert [(b.type, b.schedule, b.run_on_startup, b.use_monitor) for b in timer] == \
@@ -50,6 +51,9 @@ def test_bindings(monkeypatch, transport):
         "archival/metrics": (["GET"], "function"),
         "archival/verify": (["POST"], "function"),
         "archival/jobs/{id}/retry": (["POST"], "function"),
+        "archival/restore": (["POST"], "function"),
+        "archival/restores": (["GET"], "function"),
+        "archival/restores/{id}": (["GET"], "function"),
         "health": (["GET"], "anonymous"),
     }
 
@@ -203,3 +207,54 @@ def test_openapi_document_matches_the_routes(monkeypatch):
             registered |= {(trigger.route, str(m).split(".")[-1].upper()) for m in trigger.methods}
     assert documented == registered
     assert spec["paths"]["/health"]["get"]["security"] == []
+
+
+def _http(app, name, method, route, body=b"", params=None, route_params=None):
+    request = func.HttpRequest(method=method, url=f"/api/{route}", body=body, params=params or {},
+                               route_params=route_params or {})
+    response = _call(app, name, request)
+    return response.status_code, json.loads(response.get_body())
+
+
+def test_queued_restore_over_http(queue_app):
+    """POST /archival/restore queues a restore-request; the archiver runs it once (a redelivery changes nothing)."""
+    app = queue_app
+    _call(app, "planner", TimerRequest(past_due=True))
+    _pump(app, "ARCHIVER_REQUESTS_QUEUE", "archiver")
+    _pump(app, "ARCHIVER_CONFIRMATIONS_QUEUE", "dropper")
+    jobs = ledger_jobs(app["dsn"])
+    assert jobs and all(j.state == JobState.DROPPED for j in jobs)
+    low, high = min(j.range_start for j in jobs), max(j.range_end for j in jobs)
+    expected = sum(len(rows) for rows in app["expected"].values())
+
+    for bad, status in ((b"{}", 400), (b'{"hypertable": "public.events"}', 400), (b"[1]", 400),
+                        (b'{"hypertable": "public.events", "from": "yesterday"}', 400),
+                        (b'{"hypertable": "public.events", "from": "2020-01-01", "colour": 1}', 400),
+                        (b'{"hypertable": "x; drop table y", "from": "2020-01-01"}', 400),
+                        (b'{"hypertable": "public.nope", "from": "2020-01-01"}', 404)):
+        code, answer = _http(app, "restore_archive", "POST", "archival/restore", bad)
+        assert code == status and answer["error"], (bad, code, answer)
+
+    body = json.dumps({"hypertable": "public.events", "from": low.isoformat(), "to": high.isoformat()}).encode()
+    code, plan = _http(app, "restore_archive", "POST", "archival/restore",
+                       json.dumps({**json.loads(body), "dry_run": True}).encode())
+    assert code == 200 and plan["dry_run"] and plan["rows"] == expected
+    code, queued = _http(app, "restore_archive", "POST", "archival/restore", body)
+    assert code == 202 and queued["state"] == "queued"
+    restore_id = queued["restore_id"]
+    (message,) = drain(AZURITE_CONNECTION_STRING, app["queues"]["ARCHIVER_REQUESTS_QUEUE"])
+    assert json.loads(message.get_body())["type"] == "tsarchive.restore-request"
+    _call(app, "archiver", message)
+    _call(app, "archiver", message)  # a duplicate delivery: already finished, nothing runs twice
+    code, record = _http(app, "restore_status", "GET", f"archival/restores/{restore_id}",
+                         route_params={"id": str(restore_id)})
+    assert code == 200 and record["state"] == "done" and record["rows"] == expected, record
+    assert all(c["status"] == "restored" and c["row_hash"].startswith("rows128:") for c in record["result"]["chunks"])
+    with psycopg.connect(app["dsn"]) as conn:
+        assert conn.execute(f"SELECT count(*) FROM {record['target']}").fetchone()[0] == expected
+    code, status = _http(app, "archival_status", "GET", "archival/status")
+    assert status["restores"] == {"done": 1}
+    code, listing = _http(app, "restore_list", "GET", "archival/restores")
+    assert [r["id"] for r in listing["restores"]] == [restore_id]
+    code, missing = _http(app, "restore_status", "GET", "archival/restores/999", route_params={"id": "999"})
+    assert code == 404
