@@ -50,7 +50,8 @@ MAPPING_DOC: list[tuple[str, str, str]] = [
     (
         "anything else (ranges, geometric, xml, bit, money, composite, ...)",
         "rejected",
-        "the job fails before writing; ARCHIVER_UNSUPPORTED_AS_TEXT=true archives them as STRING",
+        "the job fails before writing; ARCHIVER_UNSUPPORTED_AS_TEXT=true archives them (and their arrays) as STRING in "
+        "PostgreSQL's text form; restore casts the text back to the recorded type",
     ),
 ]
 

@@ -197,3 +197,29 @@ def test_cli_range_restore(source):
     with source.connect() as conn:
         audit = conn.execute("SELECT state, rows, requested_by FROM archiver.restores ORDER BY id").fetchall()
     assert audit == [("done", 8, "cli"), ("failed", None, "cli"), ("done", 8, "cli")]
+
+
+def test_types_archived_as_text_come_back_as_their_type(pg_dsn, tmp_path):
+    """ARCHIVER_UNSUPPORTED_AS_TEXT=true: ranges, geometry, money, bit strings, xml, tsvector, composites and their
+    arrays are archived as PostgreSQL text, and restore casts each back to its recorded type."""
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute("CREATE TYPE pair AS (a int, b text)")
+        conn.execute("CREATE TABLE odd (ts timestamptz NOT NULL, r int4range, tr tstzrange, p point, bx box, m money, "
+                     "bits bit varying(8), x xml, v tsvector, c pair, ra int4range[], pa pair[]) PARTITION BY RANGE (ts)")
+        conn.execute("CREATE TABLE odd_2020 PARTITION OF odd FOR VALUES FROM ('2020-01-01') TO ('2020-02-01')")
+        conn.execute("""INSERT INTO odd VALUES
+            ('2020-01-02', '[1,5)', '[2020-01-01 00:00+00,infinity)', '(1.5,-2)', '((0,0),(1,1))', '12.34', B'1011',
+             '<a b="c">d &amp; e</a>', 'the quick:1 fox:2', ROW(1, 'x "y"'), ARRAY['[1,2)'::int4range, 'empty'],
+             ARRAY[ROW(2, NULL)::pair]),
+            ('2020-01-03', 'empty', NULL, NULL, NULL, '-0.01', B'', NULL, '', ROW(NULL, NULL), '{}', NULL)""")
+        conn.execute("CREATE TABLE original AS SELECT * FROM odd")
+    lake = tmp_path / "lake"
+    with engine_for(pg_dsn, lake, now=NOW, partitioned_tables=["public.odd"], unsupported_as_text=True) as engine:
+        assert not engine.run().failed
+        result = restore_range(engine, "public.odd", None, datetime(2020, 2, 1, tzinfo=UTC))
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        assert conn.execute("SELECT count(*) FROM odd").fetchone()[0] == 0
+        assert _difference(conn, result.target, "original") == (0, 0)
+        types = dict(conn.execute("SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute WHERE "
+                                  "attrelid = %s::regclass AND attnum > 0", (result.target,)).fetchall())
+    assert types["r"] == "int4range" and types["bits"] == "bit varying(8)" and types["pa"] == "pair[]"
