@@ -159,7 +159,7 @@ class TimeFilter:
         if self.pg_type == "date":
             return f"'{(_EPOCH.date() + timedelta(days=units)).isoformat()}'::date"
         instant = _EPOCH + timedelta(microseconds=units)
-        if self.pg_type.startswith("timestamp with"):
+        if self.pg_type.endswith("with time zone"):
             return f"'{instant.isoformat()}'::timestamptz"
         return f"'{instant.replace(tzinfo=None).isoformat()}'::timestamp"  # the wall clock, read as UTC like the archive
 

@@ -1,4 +1,4 @@
-"""The restore proof's row hash: order-independent, additive, and sensitive to every value."""
+"""The restore proof's pure parts: the row hash (order-independent, additive, sensitive to every value) and the time filter."""
 
 import decimal
 
@@ -89,3 +89,27 @@ def test_row_words_find_present_rows():
 def test_unknown_types_are_refused():
     with pytest.raises(UnhashableType, match="no row hash"):
         RowSetHash().update(pa.table({"m": pa.array([{"a": 1}])}))
+
+
+def test_time_filter_speaks_the_same_range_in_arrow_and_sql():
+    from datetime import UTC, datetime
+
+    from shared_code.restore import TimeFilter
+
+    low, high = datetime(2024, 1, 1, 12, tzinfo=UTC), datetime(2024, 1, 3, tzinfo=UTC)
+    tz = TimeFilter.for_range("t", "timestamp(3) with time zone", low, high)
+    assert tz.where() == (" WHERE \"t\" >= '2024-01-01T12:00:00+00:00'::timestamptz "
+                          "AND \"t\" < '2024-01-03T00:00:00+00:00'::timestamptz")
+    wall = TimeFilter.for_range("t", "timestamp without time zone", low, None)
+    assert wall.where() == " WHERE \"t\" >= '2024-01-01T12:00:00'::timestamp"
+    day = TimeFilter.for_range("d", "date", low, high)  # a date is in range when its midnight is
+    assert day.where() == " WHERE \"d\" >= '2024-01-02'::date AND \"d\" < '2024-01-03'::date"
+    dates = pa.record_batch({"d": pa.array([datetime(2024, 1, d).date() for d in (1, 2, 3)], pa.date32())})
+    assert day.apply(dates).column("d").to_pylist() == [datetime(2024, 1, 2).date()]
+    stamps = pa.record_batch({"t": pa.array([low, high, datetime(2024, 1, 2, tzinfo=UTC)], pa.timestamp("us", tz="UTC"))})
+    assert tz.apply(stamps).num_rows == 2
+    ticks = TimeFilter.for_range("k", "bigint", 10, 20).narrowed(15, None)
+    assert (ticks.low, ticks.high, ticks.where()) == (15, 20, ' WHERE "k" >= 15 AND "k" < 20')
+    assert TimeFilter.for_range("k", "bigint", 10, 20).narrowed(20, 30).empty
+    with pytest.raises(Exception, match="must be integers"):
+        TimeFilter.for_range("k", "integer", low, None)
