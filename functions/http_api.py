@@ -11,7 +11,7 @@ import azure.functions as func
 import psycopg
 
 from shared_code import api, runtime
-from shared_code.errors import ArchiverError, ConfigError, LakeError
+from shared_code.errors import ArchiverError, ConfigError, LakeError, render_error
 
 bp = func.Blueprint()
 log = logging.getLogger("tsarchive")
@@ -33,7 +33,7 @@ def _handle(action: Callable[[], api.ApiResponse]) -> func.HttpResponse:
         return _json(503, {"error": str(down)})
     except psycopg.OperationalError as down:
         log.error("database unavailable: %s", down)
-        return _json(503, {"error": f"database unavailable: {str(down).strip().splitlines()[0]}"})
+        return _json(503, {"error": f"database unavailable: {render_error(down)}"})
     except ArchiverError as failure:
         return _json(409, {"error": str(failure)})
     return _json(result.status, result.body)

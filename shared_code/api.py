@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .engine import Engine
-from .errors import ArchiverError, JobStateError
+from .errors import ArchiverError, JobStateError, render_error
 from .ledger import JobState
 from .service import plan_and_enqueue, request_restore, retry_job
 from .transport import Transport
@@ -239,6 +239,6 @@ def health(check_database, check_lake) -> ApiResponse:
             check()
             parts[name] = "ok"
         except Exception as failure:  # noqa: BLE001 - reported, not raised
-            parts[name] = f"error: {str(failure).splitlines()[0] if str(failure) else type(failure).__name__}"
+            parts[name] = f"error: {render_error(failure)}"
     healthy = all(v == "ok" for v in parts.values())
     return ApiResponse(200 if healthy else 503, {"status": "healthy" if healthy else "unhealthy", **parts})

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 
 from .delta_table import ArchiveTable
+from .errors import render_error
 from .lake import Lake
 from .layout import ChunkLayout
 from .ledger import Job
@@ -20,8 +21,7 @@ def archive_digest(files: list[tuple[str, str, int]]) -> str:
 
 
 def first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
+    return render_error(error)
 
 
 class ArchiveChecker:

@@ -49,15 +49,14 @@ def _engine(progress=None):
 def _guard(action: Callable[[], Any]) -> Any:
     import psycopg
 
-    from .errors import ArchiverError
+    from .errors import ArchiverError, render_error
 
     try:
         return action()
     except ArchiverError as error:
         _fail(str(error))
     except psycopg.Error as error:
-        detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        _fail(f"database error: {detail}")
+        _fail(f"database error: {render_error(error)}")
 
 
 def _print_json(data: Any) -> None:

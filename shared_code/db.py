@@ -9,7 +9,7 @@ from datetime import datetime
 import psycopg
 from psycopg import sql
 
-from .errors import ArchiverError, ConfigError
+from .errors import ArchiverError, ConfigError, render_error
 from .planning import AggregateGuard, Chunk, ChunkKind
 from .typemap import ColumnPlan, SourceColumn
 
@@ -45,9 +45,8 @@ def connect(dsn: str) -> psycopg.Connection:
         # so connect directly or through a session-mode pooler, never a transaction-mode one.
         conn = psycopg.connect(dsn, autocommit=True, connect_timeout=10, prepare_threshold=None)
     except psycopg.OperationalError as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ConfigError(
-            f"cannot connect to the database at {redact(dsn)}: {first}. Check ARCHIVER_DATABASE_URL."
+            f"cannot connect to the database at {redact(dsn)}: {render_error(error)}. Check ARCHIVER_DATABASE_URL."
         ) from None
     conn.execute(session_setup_sql())
     return conn
@@ -119,6 +118,13 @@ def relation_oid(conn: psycopg.Connection, schema: str, name: str) -> int | None
         "SELECT c.oid::bigint FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
         "WHERE n.nspname = %s AND c.relname = %s", (schema, name)).fetchone()
     return int(row[0]) if row else None
+
+
+def ensure_schema(conn: psycopg.Connection, name: str) -> None:
+    """Create a schema unless it exists: CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even when it does,
+    and a least-privilege role has its schemas created for it (docs/deploy.md)."""
+    if conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (name,)).fetchone() is None:
+        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(name)))
 
 
 def relation_exists(conn: psycopg.Connection, schema: str, name: str) -> bool:

@@ -7,7 +7,7 @@ from typing import Any
 
 from psycopg.conninfo import make_conninfo
 
-from .errors import ConfigError
+from .errors import ConfigError, render_error
 
 SCOPE = "https://ossrdbms-aad.database.windows.net/.default"
 _credential: Any = None
@@ -28,9 +28,8 @@ def with_entra_token(dsn: str, credential: Any = None) -> str:
     try:
         token = (credential or _default_credential()).get_token(SCOPE).token
     except Exception as error:  # noqa: BLE001 - azure-identity raises several unrelated types
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ConfigError(
-            f"ARCHIVER_DATABASE_AUTH=entra: could not get an Entra ID token for PostgreSQL ({first}). "
+            f"ARCHIVER_DATABASE_AUTH=entra: could not get an Entra ID token for PostgreSQL ({render_error(error)}). "
             "Check the managed identity (AZURE_CLIENT_ID) and that it is a database role."
         ) from None
     return make_conninfo(dsn, password=token)

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .errors import ArchiverError, SchemaEvolutionError
+from .errors import ArchiverError, SchemaEvolutionError, render_error
 from .partitioning import PartitionSpec
 
 if TYPE_CHECKING:
@@ -191,7 +191,7 @@ class ArchiveTable:
                     if landed is not None:  # ours after all: never append it a second time
                         return landed
                     log.info("archive table %s was created concurrently (%s); appending", self.source,
-                             str(error).splitlines()[0])
+                             render_error(error))
                     continue
             self._check_partitioning(table)
             schema = table.schema()
@@ -210,7 +210,7 @@ class ArchiveTable:
                 live = self.active_files()
                 if any(path not in live for path in removes):
                     raise ArchiverError(f"the files this archive replaces in {self.source} were removed by another "
-                                        f"commit ({str(error).splitlines()[0]}); the next run retries") from None
+                                        f"commit ({render_error(error)}); the next run retries") from None
                 log.info("commit to %s conflicted with a concurrent one; retrying on the new version", self.source)
                 time.sleep(random.uniform(0.02, 0.3))
                 continue

@@ -29,6 +29,8 @@ from .errors import (
     SourceChangedError,
     UnsupportedTypeError,
     VerificationError,
+    is_terminal,
+    render_error,
 )
 from .extract import ArraysNeedText, Extractor, Snapshot
 from .faults import crash_point
@@ -105,12 +107,7 @@ def retry_delay(settings: Settings, attempts: int) -> timedelta:
     return timedelta(seconds=min(3600, settings.retry_backoff_seconds * 2 ** max(attempts - 1, 0)))
 
 
-def _first_line(error: BaseException) -> str:
-    """One readable line; for PostgreSQL errors with the server's DETAIL (e.g. which objects depend on a table)."""
-    text = str(error).strip()
-    line = text.splitlines()[0] if text else type(error).__name__
-    detail = getattr(getattr(error, "diag", None), "message_detail", None) if isinstance(error, psycopg.Error) else None
-    return f"{line} ({detail.splitlines()[0]})" if detail else line
+_first_line = render_error
 
 
 class Engine:
@@ -184,7 +181,12 @@ class Engine:
                         cutoff = db.integer_now(self.conn, table.integer_now_func) - span
                 else:
                     cutoff = older_than or cutoff_for(name, now, s.retention_days, s.retention_overrides)
-                policies[name] = TablePolicy(cutoff=cutoff, skip_reason=skip, guards=db.aggregate_guards(self.conn, table, now))
+                try:
+                    guards = db.aggregate_guards(self.conn, table, now)
+                except psycopg.errors.InsufficientPrivilege as denied:  # this table only: the others go on
+                    guards, skip = [], f"cannot read its continuous aggregates: {render_error(denied)}"
+                    log.error("%s skipped: %s", name, skip)
+                policies[name] = TablePolicy(cutoff=cutoff, skip_reason=skip, guards=guards)
                 chunks.extend(db.hypertable_chunks(self.conn, table))
         for qualified in s.partitioned_tables:
             table = db.partitioned_table(self.conn, qualified)
@@ -226,7 +228,10 @@ class Engine:
         message = _first_line(error)
         backoff = retry_delay(self.settings, job.attempts)
         try:
-            self.ledger.mark_failed(job.id, message, self.clock() + backoff)
+            if is_terminal(error):  # an unsupported type, a bad setting, a missing privilege: no retry can help
+                self.ledger.mark_failed_terminal(job.id, message)
+            else:
+                self.ledger.mark_failed(job.id, message, self.clock() + backoff)
         except JobStateError:
             pass
         log.error("job %s %s failed: %s", job.id, step, message, extra={"job_id": job.id})

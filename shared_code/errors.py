@@ -1,15 +1,21 @@
-"""Error types; each carries a message a user can act on."""
+"""Error types; each carries a message a user can act on. One renderer turns any error into that message."""
+
+import re
 
 
 class ArchiverError(Exception):
     """Base for every error the archiver reports to a user."""
 
 
-class ConfigError(ArchiverError):
+class TerminalError(ArchiverError):
+    """Retrying cannot help (a bad setting, an unsupported type, a missing privilege): fail at once, spend no retries."""
+
+
+class ConfigError(TerminalError):
     """Invalid settings; the message lists every problem."""
 
 
-class UnsupportedTypeError(ArchiverError):
+class UnsupportedTypeError(TerminalError):
     """A column type that cannot be archived faithfully."""
 
 
@@ -37,7 +43,53 @@ class SchemaEvolutionError(ArchiverError):
     """The source table's schema changed in a way the archive table cannot follow."""
 
 
+# SQLSTATE classes no retry can fix: 0A feature not supported, 22 data exception, 42 syntax error or access rule
+# violation (missing privileges, undefined objects), 2B/3F/3D dependent objects, invalid schema/catalog names.
+_TERMINAL_SQLSTATE_CLASSES = ("0A", "22", "42", "2B", "3D", "3F")
+
+_PRIVILEGE_HINTS = [
+    (re.compile(r"permission denied for database (\S+)"),
+     "grant CREATE ON DATABASE {0} to the archiver's role, or create its schemas for it: CREATE SCHEMA archiver (and "
+     "archiver_restore) AUTHORIZATION <role> (docs/deploy.md, section 3)"),
+    (re.compile(r"permission denied for schema (\S+)"), "GRANT USAGE ON SCHEMA {0} TO <role> (docs/deploy.md, section 3)"),
+    (re.compile(r"permission denied for (?:table|materialized view|view|relation) (\S+)"),
+     "make the archiver's role a member of the role owning {0} (GRANT <owner> TO <role>): it reads, locks and drops "
+     "the chunks of the tables that role owns (docs/deploy.md, section 3)"),
+    (re.compile(r"must be (?:the )?owner of (?:table|relation|materialized view|hypertable) (\S+)"),
+     "dropping a chunk needs its owner's rights: GRANT <role owning {0}> TO <role> (docs/deploy.md, section 3)"),
+    (re.compile(r"permission denied for function (\S+)"), "GRANT EXECUTE ON FUNCTION {0} TO <role>"),
+]
+
+
+def sqlstate(error: BaseException) -> str | None:
+    """The SQLSTATE of a psycopg error (duck-typed: no driver import here)."""
+    code = getattr(error, "sqlstate", None)
+    return code if isinstance(code, str) else None
+
+
+def is_terminal(error: BaseException) -> bool:
+    """True when retrying the same step cannot succeed."""
+    if isinstance(error, TerminalError):
+        return True
+    code = sqlstate(error)
+    return bool(code) and code[:2] in _TERMINAL_SQLSTATE_CLASSES
+
+
 def render_error(error: BaseException) -> str:
-    """One readable line for any error: its first line, or its type when it has no message."""
+    """One readable line for any error, for the CLI, HTTP and the functions alike.
+
+    Its first line (or its type when it has none); for a database error the server's DETAIL, and for a missing
+    privilege the grant that is missing.
+    """
     text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
+    line = text.splitlines()[0] if text else type(error).__name__
+    diag = getattr(error, "diag", None)
+    detail = getattr(diag, "message_detail", None) if sqlstate(error) else None
+    if detail:
+        line = f"{line} ({detail.splitlines()[0]})"
+    if sqlstate(error) == "42501" or line.startswith("must be owner"):
+        for pattern, hint in _PRIVILEGE_HINTS:
+            match = pattern.search(line)
+            if match:
+                return f"{line}: {hint.format(match.group(1))}"
+    return line

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .db import SESSION_SETTINGS, relation_sql
-from .errors import ArchiverError, UnsupportedTypeError
+from .errors import ArchiverError, UnsupportedTypeError, render_error
 from .typemap import ColumnPlan
 
 INT64_MAX = 9_223_372_036_854_775_807
@@ -192,7 +192,7 @@ class Extractor:
         try:
             conn = adbc.connect(self.dsn(), autocommit=True)
         except Exception as error:  # ADBC raises driver-specific classes
-            raise ArchiverError(f"cannot open an extraction connection: {str(error).splitlines()[0]}") from None
+            raise ArchiverError(f"cannot open an extraction connection: {render_error(error)}") from None
         cursor = conn.cursor()
         try:
             for setting, value in SESSION_SETTINGS.items():

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
-from .errors import ConfigError, LakeError
+from .errors import ConfigError, LakeError, render_error
 
 if TYPE_CHECKING:
     from pyarrow import NativeFile
@@ -137,7 +137,7 @@ class Lake:
                 azure.create_dir(self.target.container)
         except OSError as error:
             raise LakeError(
-                f"cannot reach the lake {self.url}: {str(error).splitlines()[0]}. "
+                f"cannot reach the lake {self.url}: {render_error(error)}. "
                 "Check ARCHIVER_LAKE_URL and the identity's Storage Blob Data Contributor role."
             ) from None
         return azure
@@ -187,7 +187,7 @@ class Lake:
         try:
             return self._credential.get_token("https://storage.azure.com/.default").token
         except Exception as error:  # noqa: BLE001 - azure-identity raises several unrelated classes
-            raise LakeError(f"cannot get a storage token for {self.url}: {str(error).splitlines()[0]}. "
+            raise LakeError(f"cannot get a storage token for {self.url}: {render_error(error)}. "
                             "Check the managed identity (ARCHIVER_LAKE_CLIENT_ID) and its Storage Blob Data "
                             "Contributor role.") from None
 
@@ -320,7 +320,7 @@ class Lake:
         try:
             self.fs.get_file_info(self.target.root)
         except OSError as error:
-            raise LakeError(f"cannot reach the lake {self.url}: {str(error).splitlines()[0]}") from None
+            raise LakeError(f"cannot reach the lake {self.url}: {render_error(error)}") from None
 
     def delete_tree(self, relative_dir: str) -> None:
         """Delete a folder and everything under it; nothing if it is missing."""

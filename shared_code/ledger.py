@@ -14,6 +14,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
+from . import db
 from .errors import JobStateError
 from .planning import Chunk, ChunkKind
 
@@ -111,6 +112,10 @@ _MIGRATIONS: list[str] = [
         updated_at   timestamptz NOT NULL DEFAULT now()
     );
     """,
+    # 7: a failure no retry can fix (unsupported type, missing privilege): not retried until an operator retries it
+    """
+    ALTER TABLE {schema}.jobs ADD COLUMN IF NOT EXISTS terminal boolean NOT NULL DEFAULT false;
+    """,
 ]
 
 
@@ -147,6 +152,7 @@ class Job:
     chunk_oid: int | None = None
     columns: list[dict[str, str]] | None = None  # name and PostgreSQL type, from the catalog at archive time
     manifest_sha256: str | None = None
+    terminal: bool = False  # failed in a way no automatic retry can fix
 
     @property
     def table(self) -> str:
@@ -183,7 +189,7 @@ def _job(row: dict[str, Any]) -> Job:
         archived_at=row["archived_at"], dropped_at=row["dropped_at"], next_attempt_at=row["next_attempt_at"],
         table_path=row.get("table_path"), delta_version=row.get("delta_version"),
         archive_snapshot=row.get("archive_snapshot"), chunk_oid=row.get("chunk_oid"),
-        columns=row.get("columns"), manifest_sha256=row.get("manifest_sha256"),
+        columns=row.get("columns"), manifest_sha256=row.get("manifest_sha256"), terminal=bool(row.get("terminal")),
     )
 
 
@@ -201,7 +207,7 @@ class Ledger:
         ident = sql.Identifier(self.schema)
         with self.conn.transaction():
             self.conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"tsarchive-migrate:{self.schema}",))
-            self.conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(ident))
+            db.ensure_schema(self.conn, self.schema)
             self.conn.execute(
                 sql.SQL(
                     "CREATE TABLE IF NOT EXISTS {}.schema_migrations (version integer PRIMARY KEY, "
@@ -344,12 +350,18 @@ class Ledger:
     def start_archiving(self, job: Job, sources: list[JobState], backend_pid: int) -> Job:
         """planned/failed/(archived on a re-archive) -> archiving: one more attempt, claimed by this backend."""
         return self.transition(job.id, sources, JobState.ARCHIVING, attempts=job.attempts + 1,
-                               claimed_by_pid=backend_pid, claimed_at="now()", last_error=None)
+                               claimed_by_pid=backend_pid, claimed_at="now()", last_error=None, terminal=False)
 
     def mark_failed(self, job_id: int, message: str, next_attempt_at: datetime | None) -> Job:
         """archiving -> failed, with the error and when a retry may start."""
         return self.transition(job_id, [JobState.ARCHIVING], JobState.FAILED, last_error=message,
                                next_attempt_at=next_attempt_at, claimed_by_pid=None)
+
+    def mark_failed_terminal(self, job_id: int, message: str) -> Job:
+        """archiving -> failed, not to be retried automatically: no retry can help until someone fixes the cause
+        (`tsarchive retry`, the HTTP retry route, or the next `tsarchive run` after a settings change)."""
+        return self.transition(job_id, [JobState.ARCHIVING], JobState.FAILED, last_error=message,
+                               next_attempt_at=None, claimed_by_pid=None, terminal=True)
 
     def mark_dropped(self, job_id: int, reason: str | None = None) -> Job:
         """archived -> dropped (in the drop's own transaction, so the ledger and the catalog agree)."""
@@ -471,7 +483,8 @@ class Ledger:
         query = sql.SQL(
             """
             state IN ('planned', 'failed', 'archiving', 'archived')
-            AND (state <> 'failed' OR (attempts < %(max)s AND (next_attempt_at IS NULL OR next_attempt_at <= now())))
+            AND (state <> 'failed' OR (attempts < %(max)s AND NOT terminal
+                                       AND (next_attempt_at IS NULL OR next_attempt_at <= now())))
             AND (enqueued_at IS NULL OR enqueued_at < now() - make_interval(secs => %(after)s))
             AND (state <> 'archiving' OR claimed_at < now() - make_interval(secs => %(after)s))
             AND (%(table)s::text IS NULL OR table_schema || '.' || table_name = %(table)s)
@@ -493,7 +506,7 @@ class Ledger:
     def reset_for_retry(self, job_id: int) -> Job:
         """An operator's retry: a failed job gets a fresh attempt budget."""
         return self.transition(job_id, [JobState.FAILED], JobState.PLANNED, attempts=0, last_error=None,
-                               next_attempt_at=None, enqueued_at=None)
+                               next_attempt_at=None, enqueued_at=None, terminal=False)
 
     # -- claims -----------------------------------------------------------------------------
     def _lock_key(self, job_id: int) -> str:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import ArchiverError
+from .errors import ArchiverError, render_error
 from .lake import Lake, _parse_connection_string
 from .layout import DELTA_LOG, unescape
 
@@ -42,7 +42,7 @@ def archived_tables(lake: Lake) -> list[ArchivedTable]:
     try:
         entries = lake.fs.get_file_info(pafs.FileSelector(lake.target.root, recursive=False, allow_not_found=True))
     except (FileNotFoundError, OSError) as error:
-        raise ArchiverError(f"cannot list the lake {lake.url}: {str(error).splitlines()[0]}") from None
+        raise ArchiverError(f"cannot list the lake {lake.url}: {render_error(error)}") from None
     tables = []
     for entry in entries:
         if entry.type != pafs.FileType.Directory:
@@ -125,7 +125,7 @@ def run_query(lake: Lake, text: str, connection_string: str | None = None) -> tu
         rows = result.fetchall() if result.description else []
     except duckdb.Error as error:
         known = ", ".join(f"{t.schema}.{t.name}" for t in tables) or "none yet"
-        first = str(error).strip().splitlines()[0].rstrip(".!")
+        first = render_error(error).rstrip(".!")
         raise ArchiverError(f"query failed: {first}. Archived tables: {known}") from None
     finally:
         conn.close()

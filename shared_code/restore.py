@@ -23,7 +23,7 @@ from psycopg import sql
 
 from . import db
 from .engine import Engine
-from .errors import ArchiverError, JobStateError, VerificationError
+from .errors import ArchiverError, JobStateError, VerificationError, render_error
 from .extract import query_batches
 from .ledger import Job, JobState
 from .manifest import Manifest
@@ -424,10 +424,10 @@ def _restore_chunk(engine: Engine, job: Job, columns: list[dict[str, str]], targ
     stage = f"__stage_{job.id}_{hashlib.sha1(rel.encode()).hexdigest()[:8]}_{int(time.time() * 1000) % 10**9}"
     lake_hash = RowSetHash()
     names = [c["name"] for c in columns]
+    db.ensure_schema(engine.conn, RESTORE_SCHEMA)
     with engine.extractor.connection() as conn:
         cursor = conn.cursor()
         try:
-            cursor.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(RESTORE_SCHEMA)}")
             staged = _stage(engine, cursor, _lake_batches(engine, job, rows), stage, lake_hash, progress, job)
             if not lake_hash.rows:
                 return ChunkRestore(job.id, job.chunk_name, 0, 0, "empty", lake_hash.hexdigest,
@@ -492,7 +492,7 @@ def _split_target(target: str, option: str = "--target") -> tuple[str, str]:
 def _create_table(engine: Engine, schema: str, name: str, columns: list[dict[str, str]], comment: str) -> None:
     definition = ", ".join(f"{quote_ident(c['name'])} {c['pg_type']}" for c in columns)
     conn = engine.conn
-    conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+    db.ensure_schema(conn, schema)
     with conn.transaction():
         conn.execute(f"CREATE TABLE {db.relation_sql(schema, name)} ({definition})")
         conn.execute(sql.SQL("COMMENT ON TABLE {} IS {}").format(db.relation(schema, name), sql.Literal(comment)))
@@ -509,8 +509,7 @@ def _guarded(what: str, action: Callable[[], Any]) -> Any:
     except (ArchiverError, psycopg.Error):
         raise
     except Exception as error:  # noqa: BLE001 - lake, Parquet and ADBC errors become one readable message
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ArchiverError(f"{what} failed: {first}") from None
+        raise ArchiverError(f"{what} failed: {render_error(error)}") from None
 
 
 def restore(engine: Engine, job_id: int, target: str | None = None, replace: bool = False,

@@ -190,6 +190,10 @@ def handle_confirmation(engine: Engine, transport: Transport, body: bytes, messa
             return f"drop {result.outcome}"
         if job.state != JobState.FAILED:
             return "stale failure"  # a later attempt already moved on
+        if job.terminal:
+            log.error("job %s failed in a way no retry can fix, not retrying: %s", job.id, job.last_error,
+                      extra={"job_id": job.id})
+            return "gave up: terminal"
         if job.attempts >= engine.settings.max_attempts:
             log.error("job %s failed %d times, giving up: %s", job.id, job.attempts, job.last_error, extra={"job_id": job.id})
             return "gave up"

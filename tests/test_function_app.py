@@ -159,28 +159,39 @@ def test_malformed_messages_go_to_the_poison_queue_with_a_reason(queue_app, body
     assert base64.b64decode(envelope["body_base64"]) == body
 
 
-def test_failed_archive_is_retried_with_backoff_then_given_up(monkeypatch, pg_dsn, tmp_path):
+def _geo_app(monkeypatch, pg_dsn, lake_url, column_type, value):
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        conn.execute("CREATE TABLE geo (ts timestamptz NOT NULL, spot point) PARTITION BY RANGE (ts)")
+        conn.execute(f"CREATE TABLE geo (ts timestamptz NOT NULL, spot {column_type}) PARTITION BY RANGE (ts)")
         conn.execute("CREATE TABLE geo_old PARTITION OF geo FOR VALUES FROM ('2020-01-01') TO ('2020-02-01')")
-        conn.execute("INSERT INTO geo VALUES ('2020-01-05', point(1,2))")
+        conn.execute(f"INSERT INTO geo VALUES ('2020-01-05', {value})")
     names = queue_names(monkeypatch)
     for key, value in {"ArchiverQueueStorage": AZURITE_CONNECTION_STRING, "ARCHIVER_DATABASE_URL": pg_dsn,
-                       "ARCHIVER_LAKE_URL": (tmp_path / "lake").as_uri(), "ARCHIVER_PARTITIONED_TABLES": "public.geo",
+                       "ARCHIVER_LAKE_URL": lake_url, "ARCHIVER_PARTITIONED_TABLES": "public.geo",
                        "ARCHIVER_MAX_ATTEMPTS": "2", "ARCHIVER_RETRY_BACKOFF_SECONDS": "1"}.items():
         monkeypatch.setenv(key, value)
-    functions = load_app(monkeypatch, "storagequeue")
-    user_function(functions, "planner")(TimerRequest(past_due=False))
+    return load_app(monkeypatch, "storagequeue"), names
+
+
+def _archive_once(functions, names) -> dict:
     (request,) = drain(AZURITE_CONNECTION_STRING, names["ARCHIVER_REQUESTS_QUEUE"])
     user_function(functions, "archiver")(request)
     (confirmation,) = drain(AZURITE_CONNECTION_STRING, names["ARCHIVER_CONFIRMATIONS_QUEUE"])
-    body = json.loads(confirmation.get_body())
-    assert body["status"] == "failed" and "'spot' has type point" in body["error"]
     user_function(functions, "dropper")(confirmation)
+    return json.loads(confirmation.get_body())
+
+
+def test_transient_failure_is_retried_with_backoff_then_given_up(monkeypatch, pg_dsn, tmp_path):
+    """The lake is unreachable (its folder cannot be created): retried after the backoff, until max attempts."""
+    blocker = tmp_path / "blocked"
+    blocker.write_text("a file where the lake's folder should be")
+    functions, names = _geo_app(monkeypatch, pg_dsn, (blocker / "lake").as_uri(), "int", "1")
+    user_function(functions, "planner")(TimerRequest(past_due=False))
+    first = _archive_once(functions, names)
+    assert first["status"] == "failed" and first["error"]
     # the retry is scheduled with a visibility delay: not receivable at once, receivable after the backoff
     assert drain(AZURITE_CONNECTION_STRING, names["ARCHIVER_REQUESTS_QUEUE"]) == []
     job = ledger_jobs(pg_dsn)[0]
-    assert job.state == JobState.FAILED and job.attempts == 1 and "point" in job.last_error
+    assert job.state == JobState.FAILED and job.attempts == 1 and not job.terminal
     time.sleep(2.5)
     (retry,) = drain(AZURITE_CONNECTION_STRING, names["ARCHIVER_REQUESTS_QUEUE"])
     assert json.loads(retry.get_body())["reason"] == "retry"
@@ -192,6 +203,26 @@ def test_failed_archive_is_retried_with_backoff_then_given_up(monkeypatch, pg_ds
     assert drain(AZURITE_CONNECTION_STRING, names["ARCHIVER_REQUESTS_QUEUE"]) == []
     job = ledger_jobs(pg_dsn)[0]
     assert job.state == JobState.FAILED and job.attempts == 2
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        assert conn.execute("SELECT count(*) FROM geo_old").fetchone()[0] == 1
+
+
+def test_terminal_failure_spends_no_retries(monkeypatch, pg_dsn, tmp_path):
+    """An unsupported column type fails the job at once, with the reason; no retry is sent until an operator asks."""
+    functions, names = _geo_app(monkeypatch, pg_dsn, (tmp_path / "lake").as_uri(), "point", "point(1,2)")
+    user_function(functions, "planner")(TimerRequest(past_due=False))
+    first = _archive_once(functions, names)
+    assert first["status"] == "failed" and "'spot' has type point" in first["error"]
+    time.sleep(2.5)  # past the backoff: still nothing is retried, by the dropper or the planner
+    user_function(functions, "planner")(TimerRequest(past_due=False))
+    assert drain(AZURITE_CONNECTION_STRING, names["ARCHIVER_REQUESTS_QUEUE"]) == []
+    job = ledger_jobs(pg_dsn)[0]
+    assert job.state == JobState.FAILED and job.attempts == 1 and job.terminal and "point" in job.last_error
+    code, answer = _http({"fn": functions}, "retry_job", "POST", f"archival/jobs/{job.id}/retry",
+                         route_params={"id": str(job.id)})
+    assert code == 202
+    (again,) = drain(AZURITE_CONNECTION_STRING, names["ARCHIVER_REQUESTS_QUEUE"])
+    assert json.loads(again.get_body())["reason"] == "manual retry"
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         assert conn.execute("SELECT count(*) FROM geo_old").fetchone()[0] == 1
 
