@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -118,6 +119,32 @@ def relation_oid(conn: psycopg.Connection, schema: str, name: str) -> int | None
         "SELECT c.oid::bigint FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
         "WHERE n.nspname = %s AND c.relname = %s", (schema, name)).fetchone()
     return int(row[0]) if row else None
+
+
+def refuse_transaction_pooling(conn: psycopg.Connection, dsn: str) -> None:
+    """Refuse a transaction-mode pooler (PgBouncer, Azure's built-in one on port 6432) with a clear message.
+
+    Claims are session advisory locks: behind such a pooler a lock stays on whichever server session ran the
+    statement, not with this client, so it guards nothing. Only probed when something sits between client and server
+    (the server's port differs from the one dialled): a lock is taken here, and a second client tries to take it.
+    """
+    row = conn.execute("SELECT inet_server_port(), pg_backend_pid()").fetchone()
+    if row is None or row[0] is None or str(row[0]) == str(conn.info.port):
+        return
+    key = int.from_bytes(os.urandom(4), "little") - 2**31
+    conn.execute("SELECT pg_advisory_lock(0, %s)", (key,))
+    with psycopg.connect(dsn, autocommit=True, connect_timeout=10, prepare_threshold=None) as other:
+        taken = other.execute("SELECT pg_try_advisory_lock(0, %s)", (key,)).fetchone()
+        if taken and taken[0]:
+            other.execute("SELECT pg_advisory_unlock(0, %s)", (key,))
+    moved = conn.execute("SELECT pg_backend_pid()").fetchone()
+    conn.execute("SELECT pg_advisory_unlock_all()")
+    if (taken and taken[0]) or (moved and moved[0] != row[1]):
+        raise ConfigError(
+            f"ARCHIVER_DATABASE_URL reaches the server through a transaction-mode connection pooler (port "
+            f"{conn.info.port}, server port {row[0]}): the session advisory locks that keep two workers off one chunk "
+            f"would not hold. Connect to the server directly (port {row[0]}; on Azure Database for PostgreSQL 5432, "
+            "not PgBouncer's 6432), or through a session-mode pooler.")
 
 
 def ensure_schema(conn: psycopg.Connection, name: str) -> None:

@@ -119,6 +119,11 @@ class Engine:
         self.clock = clock
         self.progress = progress or (lambda *_: None)
         self.conn = db.connect(settings.database_dsn())
+        try:
+            db.refuse_transaction_pooling(self.conn, settings.database_dsn())
+        except BaseException:
+            self.conn.close()
+            raise
         self.ledger = Ledger(self.conn, settings.ledger_schema)
         conn_string = settings.lake_connection_string.get_secret_value() if settings.lake_connection_string else None
         self.lake = lake or Lake(settings.lake_url, conn_string, settings.lake_client_id)

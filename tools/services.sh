@@ -6,6 +6,7 @@ STATE="$ROOT/.local"
 PG_PORT="${TSARCHIVE_PG_PORT:-55432}"
 TSDB_PORT="${TSARCHIVE_TSDB_PORT:-55433}"
 NATIVE_PORT="${TSARCHIVE_NATIVE_PORT:-55434}"
+POOLER_PORT="${TSARCHIVE_POOLER_PORT:-55435}"
 AZURITE_BLOB_PORT="${TSARCHIVE_AZURITE_BLOB_PORT:-10000}"
 AZURITE_QUEUE_PORT="${TSARCHIVE_AZURITE_QUEUE_PORT:-10001}"
 AZURITE_TABLE_PORT="${TSARCHIVE_AZURITE_TABLE_PORT:-10002}"
@@ -65,6 +66,35 @@ start_postgres() {
   echo "postgres   started on $PG_PORT"
 }
 
+# PgBouncer in transaction mode in front of PostgreSQL 15, as Azure Database for PostgreSQL's built-in pooler on
+# port 6432 runs: the tests check that tsarchive refuses it (session advisory locks would not guard claims).
+start_pgbouncer() {
+  command -v pgbouncer >/dev/null 2>&1 || { echo "pgbouncer  not installed (its tests are skipped)"; return; }
+  if port_open "$POOLER_PORT"; then echo "pgbouncer  already running on $POOLER_PORT"; return; fi
+  local dir; dir="$(pg_data_dir -pgbouncer)"
+  mkdir -p "$dir"; if [ "$(id -u)" = "0" ]; then chown postgres:postgres "$dir"; fi
+  as_pg sh -c "printf '\"postgres\" \"\"\\n' > '$dir/userlist.txt'"
+  as_pg sh -c "cat > '$dir/pgbouncer.ini'" <<INI
+[databases]
+* = host=127.0.0.1 port=$PG_PORT
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $POOLER_PORT
+unix_socket_dir =
+auth_type = trust
+auth_file = $dir/userlist.txt
+pool_mode = transaction
+default_pool_size = 4
+max_client_conn = 200
+ignore_startup_parameters = extra_float_digits,options,application_name
+logfile = $dir/pgbouncer.log
+pidfile = $dir/pgbouncer.pid
+INI
+  as_pg pgbouncer -d "$dir/pgbouncer.ini" >/dev/null 2>&1 || true
+  wait_port "$POOLER_PORT" pgbouncer "$dir/pgbouncer.log"
+  echo "pgbouncer  started on $POOLER_PORT (transaction mode, in front of PostgreSQL 15)"
+}
+
 start_node_service() {  # name port logfile command...
   local name="$1" port="$2" log="$3"; shift 3
   if port_open "$port"; then
@@ -84,6 +114,7 @@ start_node_service() {  # name port logfile command...
 start() {
   [ -d "$ROOT/tools/node_modules" ] || { echo "error: run 'make setup' first (tools/node_modules missing)" >&2; exit 1; }
   start_postgres
+  start_pgbouncer
   mkdir -p "$STATE/azurite"
   start_node_service azurite "$AZURITE_BLOB_PORT" "$STATE/azurite.log" \
     "$ROOT/tools/node_modules/.bin/azurite" --silent --location "$STATE/azurite" --skipApiVersionCheck --loose \
@@ -95,6 +126,7 @@ start() {
 PostgreSQL 15 : postgresql://postgres@127.0.0.1:$PG_PORT/postgres
 TimescaleDB   : postgresql://postgres:postgres@127.0.0.1:$TSDB_PORT/postgres?sslmode=disable (WASM)
 TimescaleDB   : postgresql://postgres@127.0.0.1:$NATIVE_PORT/postgres (native, when installed)
+PgBouncer     : postgresql://postgres@127.0.0.1:$POOLER_PORT/postgres (transaction mode, when installed)
 Azurite blob  : http://127.0.0.1:$AZURITE_BLOB_PORT/devstoreaccount1
 Azurite queue : http://127.0.0.1:$AZURITE_QUEUE_PORT/devstoreaccount1
 URLS
@@ -104,7 +136,9 @@ stop() {
   for name in tsdb azurite; do
     if [ -f "$STATE/$name.pid" ]; then kill "$(cat "$STATE/$name.pid")" 2>/dev/null || true; rm -f "$STATE/$name.pid"; echo "$name stopped"; fi
   done
-  local data suffix
+  local data suffix pid
+  pid="$(pg_data_dir -pgbouncer)/pgbouncer.pid"
+  if [ -f "$pid" ]; then kill "$(cat "$pid")" 2>/dev/null || true; rm -f "$pid"; echo "pgbouncer stopped"; fi
   for suffix in "" -tsdb; do
     data="$(pg_data_dir "$suffix")"
     if [ -s "$data/PG_VERSION" ]; then as_pg "$PGBIN/pg_ctl" -D "$data" -m fast stop >/dev/null 2>&1 && echo "postgres$suffix stopped" || true; fi
