@@ -124,7 +124,14 @@ def run(dry_run: bool = typer.Option(False, "--dry-run", help="Plan only; write 
                         disable=as_json or not sys.stdout.isatty(), transient=True)
     task = progress.add_task("archiving", total=None)
 
+    lines = not as_json and not sys.stdout.isatty()  # no bar off a terminal: one line per chunk, as it happens
+
     def on_event(event: str, job, info: dict) -> None:
+        if lines and job is not None and event in ("archived", "dropped", "failed"):
+            detail = (f"rows={info['rows']} bytes={info['bytes']}" if event == "archived"
+                      else f"step={info['step']} error={info['error']}" if event == "failed" else f"rows={job.row_count}")
+            seconds = f" seconds={info['seconds']:.2f}" if "seconds" in info else ""
+            typer.echo(f"{event} table={job.table} chunk={job.chunk_name} job={job.id} {detail}{seconds}", err=True)
         if event == "start":
             progress.update(task, total=info["jobs"] * (1 if no_drop else 2))
         elif event in ("archived", "dropped", "failed"):

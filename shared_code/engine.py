@@ -169,10 +169,14 @@ class Engine:
         s = self.settings
         now = self.clock()
         chunks, policies = [], {}
+        candidates: list[str] = []  # every archivable table, to name them when --hypertable matches none
         if db.has_timescaledb(self.conn):
             for table in db.user_hypertables(self.conn):
                 name = f"{table.schema}.{table.name}"
-                if not table_selected(name, s.include, s.exclude) or (hypertable and hypertable not in (name, table.name)):
+                if not table_selected(name, s.include, s.exclude):
+                    continue
+                candidates.append(name)
+                if hypertable and hypertable not in (name, table.name):
                     continue
                 skip, cutoff = None, None
                 if table.time_type in ("smallint", "integer", "bigint"):
@@ -196,6 +200,7 @@ class Engine:
         for qualified in s.partitioned_tables:
             table = db.partitioned_table(self.conn, qualified)
             name = f"{table.schema}.{table.name}"
+            candidates.append(name)
             if hypertable and hypertable not in (name, table.name):
                 continue
             integer = table.key_type in ("smallint", "integer", "bigint")
@@ -206,6 +211,9 @@ class Engine:
                 cutoff = older_than or cutoff_for(name, now, s.retention_days, s.retention_overrides)
             policies[name] = TablePolicy(cutoff=cutoff, skip_reason=skip)
             chunks.extend(db.partition_chunks(self.conn, table))
+        if hypertable and not policies:
+            known = sorted(candidates) or ["none (check ARCHIVER_INCLUDE and ARCHIVER_PARTITIONED_TABLES)"]
+            raise ArchiverError(f"no archivable table matches {hypertable!r}; archivable tables: {', '.join(known)}")
         return plan(chunks, policies)
 
     def record_plan(self, entries: list[PlanEntry]) -> list[Job]:
@@ -240,7 +248,7 @@ class Engine:
         except JobStateError:
             pass
         log.error("job %s %s failed: %s", job.id, step, message, extra={"job_id": job.id})
-        self.progress("failed", job, {"step": step, "error": message})
+        self.progress("failed", job, {"step": step, "error": message, "seconds": time.monotonic() - started})
         return StepResult(job.id, job.chunk.qualified_chunk, step, "failed", message, seconds=time.monotonic() - started)
 
     def _claimed_job(self, job_id: int, held: bool, step: str) -> tuple[Job, StepResult | None]:
@@ -358,7 +366,7 @@ class Engine:
             manifest_sha256=hashlib.sha256(manifest_bytes).hexdigest(),
         )
         crash_point("after_archived")
-        self.progress("archived", job, {"rows": writer.rows, "bytes": nbytes})
+        self.progress("archived", job, {"rows": writer.rows, "bytes": nbytes, "seconds": time.monotonic() - started})
         log.info("job %s archived %s rows to %s (version %s)", job.id, writer.rows, layout.table_dir, version,
                  extra={"job_id": job.id})
         return StepResult(job.id, job.chunk.qualified_chunk, "archive", "done",

@@ -80,3 +80,20 @@ def test_help_is_fast_and_does_not_import_heavy_modules():
     imported = probe.stderr
     assert "pyarrow" not in imported and "adbc_driver" not in imported
     assert run(["--help"], {}).returncode == 0
+
+
+def test_hypertable_matching_nothing_is_an_error_and_runs_off_a_terminal_print_a_line_per_chunk(pg_dsn, tmp_path):
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        make_monthly_partitions(conn, months_back=26)
+        due = due_partitions(conn, "public.events")
+    env = cli_env(pg_dsn, tmp_path / "lake", ARCHIVER_PARTITIONED_TABLES="public.events")
+    for command in (["run", "--hypertable", "public.nope"], ["plan", "--hypertable", "nope"]):
+        missing = run(command, env)
+        assert missing.returncode == 1 and "no archivable table matches" in missing.stderr, missing.stderr
+        assert "archivable tables: public.events" in missing.stderr and "Traceback" not in missing.stderr
+    result = run(["run", "--hypertable", "events"], env)  # piped: no terminal, so one line per chunk and step
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith(("archived ", "dropped "))]
+    assert len(lines) == 2 * len(due)
+    archived = next(line for line in lines if line.startswith("archived "))
+    assert "table=public.events chunk=" in archived and "rows=50 " in archived and "seconds=" in archived
