@@ -27,6 +27,13 @@ class BadRequest(Exception):
     """Input the caller must fix; answered with 400 and the message."""
 
 
+class TooLarge(BadRequest):
+    """A request body past MAX_BODY_BYTES; answered with 413."""
+
+
+MAX_BODY_BYTES = 64 * 1024
+
+
 def error(status: int, message: str, **extra: Any) -> ApiResponse:
     return ApiResponse(status, {"error": message, **extra})
 
@@ -175,12 +182,10 @@ def restores(engine: Engine, params: dict[str, str]) -> ApiResponse:
 
 def run_drill(engine: Engine, raw: bytes) -> ApiResponse:
     """POST /archival/verify: the recovery drill on a sample ({"sample": N}, default ARCHIVER_DRILL_SAMPLE)."""
-    try:
-        body = json.loads(raw or b"{}")
-    except json.JSONDecodeError:
-        raise BadRequest('request body must be JSON, e.g. {"sample": 10}') from None
-    if not isinstance(body, dict):
-        raise BadRequest('request body must be a JSON object, e.g. {"sample": 10}')
+    body = _json_object(raw)
+    unknown = sorted(set(body) - {"sample", "hypertable"})
+    if unknown:
+        raise BadRequest(f"unknown field(s) {', '.join(unknown)}; allowed: hypertable, sample")
     sample = body.get("sample", engine.settings.drill_sample)
     if isinstance(sample, bool) or not isinstance(sample, int) or not 1 <= sample <= MAX_DRILL_SAMPLE:
         raise BadRequest(f"sample must be an integer between 1 and {MAX_DRILL_SAMPLE}")

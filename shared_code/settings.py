@@ -16,7 +16,9 @@ from .errors import ConfigError
 
 ENV_PREFIX = "ARCHIVER_"
 _QUEUE = r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$"  # valid for both Storage queues and Service Bus
-_IDENT = re.compile(r"^[^\s.]+\.[^\s.]+$|^[^\s.]+$")
+# schema.table as PostgreSQL spells them, unquoted: anything but dots and control characters (spaces, quotes, unicode
+# allowed); they are only ever matched against the catalog as values, never spliced into SQL.
+_IDENT = re.compile(r"^[^.\x00-\x1f]+\.[^.\x00-\x1f]+$|^[^.\x00-\x1f]+$")
 
 
 def _split_list(value: Any) -> Any:
