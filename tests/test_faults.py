@@ -216,8 +216,7 @@ def test_a_lake_file_damaged_between_archive_and_drop(pg_dsn, tmp_path, damage):
             path.unlink()
         else:
             path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-        report = engine.run()  # the drop re-checks the lake, refuses, and the chunk is archived again
-        assert all(s.outcome != "failed" or s.job_id != job.id or s.step != "drop" for s in report.steps) or True
+        engine.run()  # the drop re-checks the lake, refuses, and the chunk is archived again
         for _ in range(2):
             if all(j.state == JobState.DROPPED for j in engine.ledger.all_jobs()):
                 break
