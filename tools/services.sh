@@ -7,6 +7,7 @@ PG_PORT="${TSARCHIVE_PG_PORT:-55432}"
 TSDB_PORT="${TSARCHIVE_TSDB_PORT:-55433}"
 NATIVE_PORT="${TSARCHIVE_NATIVE_PORT:-55434}"
 POOLER_PORT="${TSARCHIVE_POOLER_PORT:-55435}"
+APACHE_PORT="${TSARCHIVE_APACHE_PORT:-55436}"
 AZURITE_BLOB_PORT="${TSARCHIVE_AZURITE_BLOB_PORT:-10000}"
 AZURITE_QUEUE_PORT="${TSARCHIVE_AZURITE_QUEUE_PORT:-10001}"
 AZURITE_TABLE_PORT="${TSARCHIVE_AZURITE_TABLE_PORT:-10002}"
@@ -36,21 +37,22 @@ pg_data_dir() {  # [suffix]
 native_tsdb_installed() { ls "$($PGBIN/pg_config --pkglibdir 2>/dev/null || echo /usr/lib/postgresql/15/lib)"/timescaledb-2*.so >/dev/null 2>&1; }
 
 # Native TimescaleDB (PostgreSQL 15 + the extension built by tools/timescaledb.sh): started only when installed.
-start_native_tsdb() {
-  local data; data="$(pg_data_dir -tsdb)"
+start_native_tsdb() {  # [suffix port extra-options...]
+  local suffix="${1:--tsdb}" port="${2:-$NATIVE_PORT}"; shift 2 2>/dev/null || true
+  local data label="native-tsdb${suffix#-tsdb}"; data="$(pg_data_dir "$suffix")"
   if ! native_tsdb_installed; then echo "native TimescaleDB not installed (make tsdb-native builds it); skipped"; return; fi
-  if port_open "$NATIVE_PORT"; then echo "native-tsdb already running on $NATIVE_PORT"; return; fi
+  if port_open "$port"; then echo "$label already running on $port"; return; fi
   if [ ! -s "$data/PG_VERSION" ]; then
     mkdir -p "$data"; if [ "$(id -u)" = "0" ]; then chown postgres:postgres "$data"; fi
-    as_pg "$PGBIN/initdb" -D "$data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >"$STATE/native-initdb.log" 2>&1
+    as_pg "$PGBIN/initdb" -D "$data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >"$STATE/native$suffix-initdb.log" 2>&1
   fi
   # Many chunks per transaction (the 10,000-chunk bench) need a larger lock table.
   as_pg "$PGBIN/pg_ctl" -D "$data" -l "$data/server.log" -w \
-    -o "-p $NATIVE_PORT -k /tmp -c listen_addresses=127.0.0.1 -c max_connections=100 -c fsync=off \
+    -o "-p $port -k /tmp -c listen_addresses=127.0.0.1 -c max_connections=100 -c fsync=off \
         -c shared_preload_libraries=timescaledb -c max_locks_per_transaction=1024 -c timescaledb.telemetry_level=off \
-        -c shared_buffers=512MB" start >/dev/null
-  wait_port "$NATIVE_PORT" native-tsdb "$data/server.log"
-  echo "native-tsdb started on $NATIVE_PORT"
+        -c shared_buffers=${SHARED_BUFFERS:-512MB} $*" start >/dev/null
+  wait_port "$port" "$label" "$data/server.log"
+  echo "$label started on $port"
 }
 
 start_postgres() {
@@ -122,10 +124,13 @@ start() {
     --tableHost 127.0.0.1 --tablePort "$AZURITE_TABLE_PORT"
   start_node_service tsdb "$TSDB_PORT" "$STATE/tsdb.log" node "$ROOT/tools/tsdb-server.mjs" "$TSDB_PORT"
   start_native_tsdb
+  # The Apache-2 edition Azure Database for PostgreSQL runs: no compression, no continuous aggregates, no policies.
+  SHARED_BUFFERS=64MB start_native_tsdb -apache "$APACHE_PORT" -c timescaledb.license=apache
   cat <<URLS
 PostgreSQL 15 : postgresql://postgres@127.0.0.1:$PG_PORT/postgres
 TimescaleDB   : postgresql://postgres:postgres@127.0.0.1:$TSDB_PORT/postgres?sslmode=disable (WASM)
 TimescaleDB   : postgresql://postgres@127.0.0.1:$NATIVE_PORT/postgres (native, when installed)
+TimescaleDB   : postgresql://postgres@127.0.0.1:$APACHE_PORT/postgres (native, Apache-2 edition, when installed)
 PgBouncer     : postgresql://postgres@127.0.0.1:$POOLER_PORT/postgres (transaction mode, when installed)
 Azurite blob  : http://127.0.0.1:$AZURITE_BLOB_PORT/devstoreaccount1
 Azurite queue : http://127.0.0.1:$AZURITE_QUEUE_PORT/devstoreaccount1
@@ -139,7 +144,7 @@ stop() {
   local data suffix pid
   pid="$(pg_data_dir -pgbouncer)/pgbouncer.pid"
   if [ -f "$pid" ]; then kill "$(cat "$pid")" 2>/dev/null || true; rm -f "$pid"; echo "pgbouncer stopped"; fi
-  for suffix in "" -tsdb; do
+  for suffix in "" -tsdb -apache; do
     data="$(pg_data_dir "$suffix")"
     if [ -s "$data/PG_VERSION" ]; then as_pg "$PGBIN/pg_ctl" -D "$data" -m fast stop >/dev/null 2>&1 && echo "postgres$suffix stopped" || true; fi
   done
