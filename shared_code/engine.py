@@ -223,11 +223,16 @@ class Engine:
         jobs = self.ledger.record_many([(e.chunk, states[e.decision], e.reason if e.decision == Decision.BLOCKED else "")
                                         for e in entries if e.decision in states])
         backlog: dict[str, int] = {}
+        oldest: dict[str, float] = {}
+        now = self.clock()
         for job in jobs:
             if job.state not in (JobState.BLOCKED, JobState.ARCHIVED):
                 backlog[job.table] = backlog.get(job.table, 0) + 1
+                if isinstance(job.range_end, datetime):
+                    age = max(0.0, (now - job.range_end).total_seconds())
+                    oldest[job.table] = max(oldest.get(job.table, 0.0), age)
         for table in {e.chunk.table for e in entries}:
-            telemetry.set_backlog(table, backlog.get(table, 0))
+            telemetry.set_backlog(table, backlog.get(table, 0), oldest.get(table, 0.0))
         return jobs
 
     # -- archive -------------------------------------------------------------------------------
@@ -521,6 +526,9 @@ class Engine:
                         result = self._drop_guarded(job, started)
                     if result.outcome == "done":
                         telemetry.chunks_dropped.add(1, {"table": job.table})
+                        if job.archived_at is not None:
+                            lag = (datetime.now(UTC) - job.archived_at).total_seconds()
+                            telemetry.drop_lag.record(max(lag, 0.0), {"table": job.table})
                         telemetry.step_duration.record(result.seconds, {"step": "drop", "table": job.table})
                     elif result.outcome == "failed":
                         telemetry.chunks_failed.add(1, {"step": "drop", "table": job.table})

@@ -58,10 +58,22 @@ drill_failed = _meter.create_counter("tsarchive.drill.failed", unit="{archive}",
                                      description="Archives a recovery drill found wrong")
 bytes_archived = _meter.create_counter("tsarchive.bytes.archived", unit="By", description="Parquet bytes written")
 step_duration = _meter.create_histogram("tsarchive.step.duration", unit="s", description="Duration of archive/drop steps")
+drop_lag = _meter.create_histogram("tsarchive.drop.lag", unit="s",
+                                   description="From a chunk's archive to its drop: how long archived rows stay twice")
 
 
-def set_backlog(table: str, due_not_archived: int) -> None:
+_oldest_due: dict[str, float] = {}
+
+
+def set_backlog(table: str, due_not_archived: int, oldest_due_seconds: float = 0.0) -> None:
+    """Chunks due and not yet archived, and how long the oldest of them has been past its table's cutoff."""
     _backlog[table] = due_not_archived
+    _oldest_due[table] = oldest_due_seconds
+
+
+def _observe_oldest_due(_options: Any) -> Iterator[metrics.Observation]:
+    for table, value in list(_oldest_due.items()):
+        yield metrics.Observation(value, {"table": table})
 
 
 def _observe_backlog(_options: Any) -> Iterator[metrics.Observation]:
@@ -71,6 +83,8 @@ def _observe_backlog(_options: Any) -> Iterator[metrics.Observation]:
 
 _meter.create_observable_gauge("tsarchive.backlog", callbacks=[_observe_backlog], unit="{chunk}",
                                description="Chunks due but not yet archived")
+_meter.create_observable_gauge("tsarchive.oldest_due.age", callbacks=[_observe_oldest_due], unit="s",
+                               description="Age of the oldest chunk due and not yet archived, from its range end")
 
 
 @contextmanager

@@ -224,3 +224,16 @@ def test_checkov_finds_no_failed_checks():
     skipped = [c for r in reports for c in r["results"]["skipped_checks"]]
     assert skipped and all(len(c["check_result"].get("suppress_comment") or "") > 20 for c in skipped)  # justified inline
     assert sum(r["summary"]["passed"] for r in reports) >= 30
+
+
+def test_the_workbook_charts_what_operators_need_from_metrics_the_code_emits(parsed):
+    workbook = json.loads((ROOT / "infra" / "modules" / "workbook.json").read_text())
+    panels = {item["name"]: item["content"] for item in workbook["items"] if item["type"] == 3}
+    assert {"backlog", "oldest-due", "rows-per-day", "bytes-per-day", "failures", "drop-lag"} <= set(panels)
+    telemetry = (ROOT / "shared_code" / "telemetry.py").read_text()
+    for name, content in panels.items():
+        for metric in re.findall(r'name == "([^"]+)"', content["query"]):
+            assert f'"{metric}"' in telemetry, (name, metric)  # a panel over a metric nobody emits stays empty
+    bicep = (ROOT / "infra" / "modules" / "workbook.bicep").read_text()
+    assert "loadTextContent('workbook.json')" in bicep and "guid(" in bicep
+    assert "module workbook 'modules/workbook.bicep'" in (ROOT / "infra" / "main.bicep").read_text()
