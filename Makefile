@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export TSARCHIVE_PG_PORT ?= 55432
 export TSARCHIVE_TSDB_PORT ?= 55433
 
-.PHONY: setup services services-stop demo test test-dates lint bench bench-smoke tsdb-native clean
+.PHONY: setup services services-stop demo test test-dates reliability lint bench bench-smoke tsdb-native clean
 
 CHECKOV := .venv-checkov/bin/checkov
 
@@ -51,6 +51,10 @@ demo: services
 test: services
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
+
+# docs/reliability.md: every test marked @pytest.mark.scenario, run, with its measured outcome.
+reliability: services
+	TSARCHIVE_RELIABILITY_REPORT=docs/reliability.md $(BIN)/python -m pytest -q -m scenario
 
 # The date-sensitive tests under an injected "now" spread over a year (tests hold on any date).
 DATES ?= 2026-02-10T03:00:00+00:00 2026-07-19T18:45:00+00:00 2026-12-31T23:59:00+00:00

@@ -165,6 +165,24 @@ def run(dry_run: bool = typer.Option(False, "--dry-run", help="Plan only; write 
 
 
 @app.command()
+def retry(job: int = typer.Argument(..., help="A failed job's id (see `tsarchive jobs --state failed`)."),
+          no_drop: bool = typer.Option(False, "--no-drop", help="Archive and verify, but keep the chunk."),
+          as_json: bool = JsonOpt) -> None:
+    """Give a failed job a fresh attempt budget (clearing a terminal mark) and run it now."""
+    with _engine() as engine:
+        _guard(engine.init)
+        fresh = _guard(lambda: engine.ledger.reset_for_retry(job))
+        results = _guard(lambda: engine.process(fresh, drop=not no_drop))
+    if as_json:
+        _print_json([r.as_dict() for r in results])
+    else:
+        for r in results:
+            typer.echo(f"{r.step} {r.chunk} (job {r.job_id}): {r.outcome}{f' - {r.detail}' if r.detail else ''}")
+    if any(r.outcome == "failed" for r in results):
+        raise typer.Exit(1)
+
+
+@app.command()
 def status(as_json: bool = JsonOpt) -> None:
     """Per table: hot, due, archived, dropped, failed and blocked chunks, and bytes moved."""
     with _engine() as engine:

@@ -43,9 +43,10 @@ class SchemaEvolutionError(ArchiverError):
     """The source table's schema changed in a way the archive table cannot follow."""
 
 
-# SQLSTATE classes no retry can fix: 0A feature not supported, 22 data exception, 42 syntax error or access rule
-# violation (missing privileges, undefined objects), 2B/3F/3D dependent objects, invalid schema/catalog names.
-_TERMINAL_SQLSTATE_CLASSES = ("0A", "22", "42", "2B", "3D", "3F")
+# SQLSTATE classes no retry can fix: 0A feature not supported, 42 syntax error or access rule violation (missing
+# privileges, undefined objects), 3D/3F invalid catalog/schema names. Not 22 (data exception): a parallel stream whose
+# exporting connection was killed gets 22023 "invalid snapshot identifier", which the next attempt does not.
+_TERMINAL_SQLSTATE_CLASSES = ("0A", "42", "3D", "3F")
 
 _PRIVILEGE_HINTS = [
     (re.compile(r"permission denied for database (\S+)"),

@@ -38,6 +38,9 @@ def apache_dsn():
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@pytest.mark.scenario(
+    'TimescaleDB Apache-2 edition (timescaledb.license=apache): plan, archive, drop, deep drill, '
+    'restore into the hypertable')
 def test_the_whole_pipeline_on_the_apache_edition(apache_dsn, tmp_path):
     with psycopg.connect(apache_dsn, autocommit=True) as conn:
         assert conn.execute("SHOW timescaledb.license").fetchone()[0] == "apache"

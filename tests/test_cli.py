@@ -97,3 +97,20 @@ def test_hypertable_matching_nothing_is_an_error_and_runs_off_a_terminal_print_a
     assert len(lines) == 2 * len(due)
     archived = next(line for line in lines if line.startswith("archived "))
     assert "table=public.events chunk=" in archived and "rows=50 " in archived and "seconds=" in archived
+
+
+def test_retry_gives_a_terminal_job_another_go_after_the_cause_is_fixed(pg_dsn, tmp_path):
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE geo (ts timestamptz NOT NULL, spot point) PARTITION BY RANGE (ts)")
+        conn.execute("CREATE TABLE geo_old PARTITION OF geo FOR VALUES FROM ('2020-01-01') TO ('2020-02-01')")
+        conn.execute("INSERT INTO geo VALUES ('2020-01-05', point(1,2))")
+    env = cli_env(pg_dsn, tmp_path / "lake", ARCHIVER_PARTITIONED_TABLES="public.geo")
+    assert run(["run"], env).returncode == 1
+    (job,) = json.loads(run(["jobs", "--state", "failed", "--json"], env).stdout)
+    assert job["terminal"] is True and "point" in job["last_error"]
+    assert run(["retry", str(job["id"])], env).returncode == 1  # the cause is still there
+    fixed = run(["retry", str(job["id"]), "--json"], {**env, "ARCHIVER_UNSUPPORTED_AS_TEXT": "true"})
+    assert fixed.returncode == 0, fixed.stderr
+    assert [r["outcome"] for r in json.loads(fixed.stdout)] == ["done", "done"]
+    missing = run(["retry", "999"], env)
+    assert missing.returncode == 1 and "job 999" in missing.stderr

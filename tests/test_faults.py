@@ -115,6 +115,9 @@ class Outage:
         self.server.close()
 
 
+@pytest.mark.scenario(
+    'Storage cut off mid-upload (connections to Azurite dropped, refused for 2 s): reruns converge; '
+    'every chunk dropped once, the lake holds each row once, a restore equals the source')
 def test_storage_goes_away_mid_upload(pg_dsn, tmp_path, azurite_container):
     from azure.storage.blob import BlobServiceClient
 
@@ -149,6 +152,9 @@ def test_storage_goes_away_mid_upload(pg_dsn, tmp_path, azurite_container):
         outage.close()
 
 
+@pytest.mark.scenario(
+    'pg_terminate_backend on the extraction backend mid-COPY: the job fails as transient (not '
+    'terminal) and the rerun archives it; no row lost or duplicated')
 def test_database_kills_the_extraction_backend_mid_chunk(pg_dsn, tmp_path):
     total = _source(pg_dsn, rows_per_month=20_000, february=2_000_000)  # February's COPY lasts long enough to catch
     killed = []
@@ -174,7 +180,7 @@ def test_database_kills_the_extraction_backend_mid_chunk(pg_dsn, tmp_path):
         failed = [s for s in first.failed if "events_2020_02" in s.chunk]
         assert failed and failed[0].step == "archive", first.failed
         job = next(j for j in engine.ledger.all_jobs() if j.chunk_name == "events_2020_02")
-        assert job.state == JobState.FAILED and not job.terminal  # transient: retried, not given up
+        assert job.state == JobState.FAILED and not job.terminal, job.last_error  # transient: retried, not given up
         assert not engine.run().failed
         _converged(pg_dsn, engine, total)
 
@@ -190,6 +196,9 @@ def _restart_postgres(dsn: str) -> None:
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd="/", timeout=120)
 
 
+@pytest.mark.scenario(
+    "PostgreSQL restarted (pg_ctl) between archive and drop: the function app's pooled engine is "
+    'replaced and the drops complete; no row lost or duplicated')
 def test_database_restarts_between_archive_and_drop(pg_dsn, tmp_path):
     total = _source(pg_dsn, rows_per_month=5_000)
     settings = settings_for(pg_dsn, tmp_path / "lake", partitioned_tables=[PARENT])
@@ -205,6 +214,9 @@ def test_database_restarts_between_archive_and_drop(pg_dsn, tmp_path):
 
 
 @pytest.mark.parametrize("damage", ["deleted", "truncated"])
+@pytest.mark.scenario(
+    'A lake file deleted or truncated between archive and drop: the drop refuses, the chunk is '
+    'archived again, then dropped; no row lost or duplicated')
 def test_a_lake_file_damaged_between_archive_and_drop(pg_dsn, tmp_path, damage):
     total = _source(pg_dsn, rows_per_month=5_000)
     lake = tmp_path / "lake"

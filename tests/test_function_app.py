@@ -180,6 +180,7 @@ def _archive_once(functions, names) -> dict:
     return json.loads(confirmation.get_body())
 
 
+@pytest.mark.scenario('Lake unreachable (transient): retried after the backoff until max attempts, then left failed and visible')
 def test_transient_failure_is_retried_with_backoff_then_given_up(monkeypatch, pg_dsn, tmp_path):
     """The lake is unreachable (its folder cannot be created): retried after the backoff, until max attempts."""
     blocker = tmp_path / "blocked"
@@ -207,6 +208,7 @@ def test_transient_failure_is_retried_with_backoff_then_given_up(monkeypatch, pg
         assert conn.execute("SELECT count(*) FROM geo_old").fetchone()[0] == 1
 
 
+@pytest.mark.scenario("Unsupported column type (terminal): fails at once, no retry sent until an operator's retry")
 def test_terminal_failure_spends_no_retries(monkeypatch, pg_dsn, tmp_path):
     """An unsupported column type fails the job at once, with the reason; no retry is sent until an operator asks."""
     functions, names = _geo_app(monkeypatch, pg_dsn, (tmp_path / "lake").as_uri(), "point", "point(1,2)")
@@ -247,6 +249,7 @@ def _http(app, name, method, route, body=b"", params=None, route_params=None):
     return response.status_code, json.loads(response.get_body())
 
 
+@pytest.mark.scenario('Queued restore over HTTP, message delivered twice: runs once, proven per chunk, visible in status')
 def test_queued_restore_over_http(queue_app):
     """POST /archival/restore queues a restore-request; the archiver runs it once (a redelivery changes nothing)."""
     app = queue_app

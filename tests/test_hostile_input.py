@@ -46,6 +46,7 @@ def _check(status: int, body) -> None:
 
 @FUZZ
 @given(route=st.sampled_from(POST_ROUTES), body=BODIES)
+@pytest.mark.scenario('Fuzzed bodies (hypothesis) on every POST route: a 2xx or a 4xx with a message, never a 500')
 def test_fuzzed_post_bodies_get_a_4xx_with_a_message_never_a_500(http, route, body):  # noqa: F811
     name, url = route
     _check(*http["call"](name, "POST", url=f"/api/{url}", body=body))
@@ -54,6 +55,7 @@ def test_fuzzed_post_bodies_get_a_4xx_with_a_message_never_a_500(http, route, bo
 @FUZZ
 @given(ident=st.text(max_size=30) | st.integers(-2**70, 2**70).map(str),
        params=st.dictionaries(st.sampled_from(["state", "limit", "offset", "table", "x"]), st.text(max_size=20), max_size=4))
+@pytest.mark.scenario('Fuzzed ids and query parameters on the GET routes and retry: never a 500')
 def test_fuzzed_ids_and_query_parameters(http, ident, params):  # noqa: F811
     call = http["call"]
     _check(*call("retry_job", "POST", body=b"", route_params={"id": ident}))
@@ -62,6 +64,7 @@ def test_fuzzed_ids_and_query_parameters(http, ident, params):  # noqa: F811
     _check(*call("restore_list", "GET", params=params))
 
 
+@pytest.mark.scenario('Request bodies over 64 KiB: 413 with a message')
 def test_oversized_bodies_are_refused(http):  # noqa: F811
     huge = b'{"hypertable": "' + b"x" * (1024 * 1024) + b'"}'
     for name, url in POST_ROUTES:
@@ -86,6 +89,9 @@ def message_sink(monkeypatch, pg_dsn, tmp_path):
 
 @FUZZ
 @given(body=MESSAGES)
+@pytest.mark.scenario(
+    'Fuzzed messages of every schema to the archiver and dropper handlers: handled or poisoned with '
+    'a reason, never raised')
 def test_fuzzed_messages_are_handled_or_poisoned_never_raised(message_sink, body):
     engine, transport = message_sink
     for handler in (handle_archiver_message, handle_confirmation):
@@ -96,6 +102,9 @@ def test_fuzzed_messages_are_handled_or_poisoned_never_raised(message_sink, body
 ODD_SCHEMA, ODD_TABLE = 'odd "sch"', "we\"ird; drop table x -- ü ☃"
 
 
+@pytest.mark.scenario(
+    'Names with quotes, semicolons, spaces and unicode through settings, CLI and HTTP: archived, '
+    'dropped, restored; no other table touched')
 def test_odd_names_through_settings_cli_and_http(monkeypatch, pg_dsn, tmp_path):
     """Only catalog-matched names are touched: the table archives, drops and restores, and nothing else is dropped."""
     with psycopg.connect(pg_dsn, autocommit=True) as conn:

@@ -109,6 +109,9 @@ def _setup(server_dsn, roles, skip: str = ""):
     return _as(server_dsn, roles["archiver"], roles["password"]), table, settings
 
 
+@pytest.mark.scenario(
+    'The least-privilege role of docs/deploy.md (its SQL run verbatim): plan, archive, drop, status '
+    'and restore succeed')
 def test_the_documented_role_runs_the_whole_pipeline(server_dsn, roles, tmp_path):
     dsn, table, settings = _setup(server_dsn, roles)
     lake = tmp_path / "lake"
@@ -129,6 +132,7 @@ def test_the_documented_role_runs_the_whole_pipeline(server_dsn, roles, tmp_path
         assert back == 0 and conn.execute(f"SELECT count(*) FROM {result.target}").fetchone()[0] == result.rows
 
 
+@pytest.mark.scenario('Role without its ledger schema: the error names the missing grant')
 def test_a_missing_schema_grant_is_named(server_dsn, roles, tmp_path):
     dsn, _, settings = _setup(server_dsn, roles, skip="CREATE SCHEMA archiver AUTHORIZATION")
     with engine_for(dsn, tmp_path / "lake", now=NOW, **settings) as engine, \
@@ -139,6 +143,9 @@ def test_a_missing_schema_grant_is_named(server_dsn, roles, tmp_path):
     assert "CREATE SCHEMA archiver (and archiver_restore) AUTHORIZATION" in message
 
 
+@pytest.mark.scenario(
+    "Role not a member of the tables' owner: jobs fail at once as terminal (no retries spent) naming "
+    'GRANT <owner> TO <role>; on TimescaleDB the table is skipped, naming the aggregate')
 def test_a_missing_membership_fails_the_jobs_at_once_naming_the_grant(server_dsn, roles, tmp_path):
     dsn, _, settings = _setup(server_dsn, roles, skip=f"GRANT {roles['owner']} TO")
     with engine_for(dsn, tmp_path / "lake", now=NOW, **settings) as engine:
@@ -157,6 +164,7 @@ def test_a_missing_membership_fails_the_jobs_at_once_naming_the_grant(server_dsn
         assert engine.runnable_jobs() and not engine.ledger.enqueueable(0, 5)  # only an operator's run retries it
 
 
+@pytest.mark.scenario('Role without the restore schema: restore stops, naming the grant')
 def test_restore_needs_its_schema(server_dsn, roles, tmp_path):
     dsn, table, settings = _setup(server_dsn, roles, skip="archiver_restore")
     with engine_for(dsn, tmp_path / "lake", now=NOW, **settings) as engine:

@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import psycopg
+import pytest
 from azure.functions.timer import TimerRequest
 from deltalake import DeltaTable
 
@@ -40,6 +41,10 @@ def _deliver_twice(functions, name: str, messages: list) -> list[str]:
         return [f.result() for f in [pool.submit(handler, m) for m in deliveries]]
 
 
+@pytest.mark.scenario(
+    'Planner timer fired twice at once; 4 archiver and 4 dropper workers on a 200-chunk Azurite '
+    'queue, every message delivered twice: 200 jobs, 200 distinct message ids, each chunk archived '
+    'once (one Delta commit) and dropped once')
 def test_two_timers_four_workers_every_message_twice(monkeypatch, pg_dsn, tmp_path):
     first_day = datetime(2020, 1, 1, tzinfo=UTC)
     with psycopg.connect(pg_dsn, autocommit=True) as conn:

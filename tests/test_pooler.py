@@ -34,6 +34,9 @@ def test_the_pooler_really_is_transaction_mode(pooled_dsn):
         second.execute("SELECT pg_advisory_unlock_all()")
 
 
+@pytest.mark.scenario(
+    'Connecting through PgBouncer in transaction mode: refused at start, naming the direct port (CLI '
+    'exit 1, no traceback)')
 def test_a_transaction_mode_pooler_is_refused(pooled_dsn, tmp_path):
     with pytest.raises(ConfigError, match="transaction-mode connection pooler") as refused:
         engine_for(pooled_dsn, tmp_path / "lake")

@@ -68,6 +68,7 @@ def test_restore_refuses_to_overwrite_and_bad_jobs(dropped_typed_chunk):
             restore(engine, case["job"].id, target="nodot")
 
 
+@pytest.mark.scenario('A corrupted archive file: restore refuses it')
 def test_restore_refuses_a_corrupt_archive(dropped_typed_chunk):
     case = dropped_typed_chunk
     path = case["lake"] / case["job"].lake_paths[0]
@@ -123,6 +124,7 @@ def _untouched(dsn) -> None:
         assert conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'archiver_restore'").fetchone()[0] == 0
 
 
+@pytest.mark.scenario('A manifest edited in the lake to inject SQL: restore refuses, nothing is executed')
 def test_a_tampered_manifest_is_refused_and_runs_nothing(dropped_typed_chunk):
     case = dropped_typed_chunk
     assert case["job"].manifest_sha256 and case["job"].columns

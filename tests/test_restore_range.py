@@ -134,6 +134,7 @@ def test_partial_range_restores_only_its_rows(source):
         conn.execute("DROP SCHEMA audit CASCADE")
 
 
+@pytest.mark.scenario('Restore into the original table, then again: the second is refused as duplicates')
 def test_restore_into_the_original_table_then_duplicates_are_refused(source):
     if source.kind == "pg15":  # a dropped partition must exist again before its rows can go back
         with source.connect() as conn:
@@ -163,6 +164,7 @@ def test_refusals_say_what_is_wrong(source):
             restore_range(engine, source.table, None, datetime(2020, 2, 1, tzinfo=UTC), into=f"{source.schema}.narrow")
 
 
+@pytest.mark.scenario('Rows altered on their way into the restore target (a trigger): the proof fails, the chunk is rolled back')
 def test_the_proof_catches_rows_changed_on_the_way_in(source):
     """A trigger on the target alters one value per row: the read-back hash differs, and nothing is kept."""
     with source.connect() as conn:

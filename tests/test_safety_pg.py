@@ -23,6 +23,9 @@ def _oldest(conn, now) -> str:
 
 
 @pytest.mark.parametrize("change", ["insert", "update", "delete"])
+@pytest.mark.scenario(
+    'A late insert, update or delete between archive and drop: seen by the drop check, re-archived, '
+    'nothing lost')
 def test_late_change_between_archive_and_drop_is_not_lost(pg_dsn, tmp_path, change, test_now):
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         make_monthly_partitions(conn, months_back=25, now=test_now)
@@ -51,6 +54,7 @@ def test_late_change_between_archive_and_drop_is_not_lost(pg_dsn, tmp_path, chan
     assert len([p for p in visible_files(lake) if f"-j{job.id}-" in p.name]) == 1
 
 
+@pytest.mark.scenario('Two runs at once: each chunk archived once')
 def test_two_concurrent_runs_archive_each_chunk_once(pg_dsn, tmp_path):
     # The CLI reads the real clock, so the data is built around the real time (monthly bounds: date-independent).
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
@@ -73,6 +77,7 @@ def test_two_concurrent_runs_archive_each_chunk_once(pg_dsn, tmp_path):
 
 
 @pytest.mark.parametrize("point", CRASH_POINTS)
+@pytest.mark.scenario('SIGKILL at each step of archive and drop, then a rerun: converges, nothing lost or duplicated')
 def test_crash_at_each_step_then_rerun_converges(pg_dsn, tmp_path, point):
     # The CLI reads the real clock, so the data is built around the real time (monthly bounds: date-independent).
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
@@ -101,6 +106,9 @@ def test_crash_at_each_step_then_rerun_converges(pg_dsn, tmp_path, point):
     assert sorted(f"{PARENT}/{p}" for p in live) == sorted(p for j in jobs.values() for p in j.lake_paths)
 
 
+@pytest.mark.scenario(
+    'A long-running reader holds the chunk at drop time: a bounded wait, the job stays archived with '
+    'the reason, the next run drops it')
 def test_drop_waits_for_lock_then_gives_up_cleanly(pg_dsn, tmp_path, test_now):
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         make_monthly_partitions(conn, months_back=25, now=test_now)

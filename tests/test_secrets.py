@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import psycopg
+import pytest
 
 from .conftest import AZURITE_CONNECTION_STRING, AZURITE_KEY, ROOT, TSARCHIVE, cli_env
 from .functions_support import drain, queue_names
@@ -69,6 +70,9 @@ print(json.dumps({"spans": [s.to_json() for s in spans.get_finished_spans()], "m
 """
 
 
+@pytest.mark.scenario(
+    'A whole cycle with a password in the database URL and account keys in the connection strings: '
+    'absent from logs, CLI output, spans, metrics and messages')
 def test_no_secret_in_logs_output_telemetry_or_messages(monkeypatch, pg_dsn, tmp_path, azurite_container):
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         make_monthly_partitions(conn, months_back=26)
