@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -121,7 +122,7 @@ def relation_oid(conn: psycopg.Connection, schema: str, name: str) -> int | None
     return int(row[0]) if row else None
 
 
-def refuse_transaction_pooling(conn: psycopg.Connection, dsn: str) -> None:
+def refuse_transaction_pooling(conn: psycopg.Connection, dsn: Callable[[], str]) -> None:
     """Refuse a transaction-mode pooler (PgBouncer, Azure's built-in one on port 6432) with a clear message.
 
     Claims are session advisory locks: behind such a pooler a lock stays on whichever server session ran the
@@ -133,7 +134,7 @@ def refuse_transaction_pooling(conn: psycopg.Connection, dsn: str) -> None:
         return
     key = int.from_bytes(os.urandom(4), "little") - 2**31
     conn.execute("SELECT pg_advisory_lock(0, %s)", (key,))
-    with psycopg.connect(dsn, autocommit=True, connect_timeout=10, prepare_threshold=None) as other:
+    with psycopg.connect(dsn(), autocommit=True, connect_timeout=10, prepare_threshold=None) as other:
         taken = other.execute("SELECT pg_try_advisory_lock(0, %s)", (key,)).fetchone()
         if taken and taken[0]:
             other.execute("SELECT pg_advisory_unlock(0, %s)", (key,))

@@ -120,7 +120,7 @@ class Engine:
         self.progress = progress or (lambda *_: None)
         self.conn = db.connect(settings.database_dsn())
         try:
-            db.refuse_transaction_pooling(self.conn, settings.database_dsn())
+            db.refuse_transaction_pooling(self.conn, settings.database_dsn)  # a DSN (maybe a token) only if probing
         except BaseException:
             self.conn.close()
             raise
