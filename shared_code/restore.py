@@ -41,6 +41,7 @@ COMMENT_PREFIX = "tsarchive restore"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _INTEGER_TYPES = {"smallint", "integer", "bigint"}
 Progress = Callable[[str, dict[str, Any]], None]
+_READBACK_BATCH = 4 << 20  # bytes per Arrow batch read back for the proof: memory stays flat whatever the chunk size
 
 
 class RestoreRefused(ArchiverError):
@@ -389,7 +390,7 @@ def _target_hash(cursor: Any, rel: str, plans, rows: TimeFilter | None, words: l
     from .row_hash import RowSetHash
 
     hashed = RowSetHash()
-    for batch in query_batches(cursor, rel, plans, rows.where() if rows else ""):
+    for batch in query_batches(cursor, rel, plans, rows.where() if rows else "", batch_size_bytes=_READBACK_BATCH):
         hashed.update(batch)
         if words is not None:
             words.append(hashed.row_words(batch))

@@ -27,7 +27,7 @@ _NULL = _U64(0x6A09E667F3BCC909)  # a NULL value, distinct from every value's ha
 _POSITION, _LENGTH, _LANE = _U64(0x3C6EF372FE94F82B), _U64(0xA54FF53A5F1D36F1), _U64(0x510E527FADE682D1)
 _NAN64 = np.frombuffer(np.array([np.nan], dtype="<f8").tobytes(), dtype="<u8")[0]
 _NAN32 = np.frombuffer(np.array([np.nan], dtype="<f4").tobytes(), dtype="<u4")[0]
-_SLICE = 1 << 22  # elements per step when hashing long byte strings: bounds the temporary arrays
+_SLICE = 1 << 20  # elements per step when hashing byte strings: bounds the temporary arrays (8 MiB each)
 
 
 class UnhashableType(TypeError):
