@@ -314,7 +314,7 @@ def partition_chunks(conn: psycopg.Connection, table: PartitionedTable) -> list[
     """Leaf partitions with their time range; sub-partitions inherit their ancestor's range."""
     children = conn.execute(
         """
-        SELECT n.nspname, c.relname, c.relkind, pg_get_expr(c.relpartbound, c.oid), c.oid
+        SELECT n.nspname, c.relname, c.relkind, pg_get_expr(c.relpartbound, 0), c.oid  -- 0: no lock on the partition
         FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE i.inhparent = %s::regclass
         """,

@@ -119,6 +119,9 @@ class Engine:
         self.clock = clock
         self.progress = progress or (lambda *_: None)
         self.conn = db.connect(settings.database_dsn())
+        # Every wait for a table lock is bounded (ARCHIVER_LOCK_TIMEOUT_MS): a chunk held by DDL fails this attempt,
+        # which is retried with backoff, instead of stalling the worker until the function times out.
+        self.conn.execute(f"SET lock_timeout = '{int(settings.lock_timeout_ms)}ms'")
         try:
             db.refuse_transaction_pooling(self.conn, settings.database_dsn)  # a DSN (maybe a token) only if probing
         except BaseException:
@@ -132,7 +135,7 @@ class Engine:
         self.serial = db.serializes_transactions(self.conn)  # then also one chunk at a time
         streams = 1 if self.serial else settings.extract_streams
         self.extractor = Extractor(settings.database_dsn, batch_size_bytes=settings.batch_size_bytes,
-                                   max_streams=streams)
+                                   max_streams=streams, lock_timeout_ms=settings.lock_timeout_ms)
         self.dropper = ChunkDropper(self.conn, self.ledger, lock_timeout_ms=settings.lock_timeout_ms,
                                     drop_lock_timeout_ms=settings.drop_lock_timeout_ms, retries=settings.drop_retries,
                                     unsupported_as_text=settings.unsupported_as_text)

@@ -175,8 +175,9 @@ class Extractor:
     """
 
     def __init__(self, dsn: Callable[[], str], *, batch_size_bytes: int, max_streams: int = 1,
-                 min_pages_per_stream: int = 2048) -> None:
+                 min_pages_per_stream: int = 2048, lock_timeout_ms: int | None = None) -> None:
         self.dsn, self.batch_size_bytes = dsn, batch_size_bytes  # dsn() per connect: an Entra token may have expired
+        self.lock_timeout_ms = lock_timeout_ms
         self.max_streams, self.min_pages_per_stream = max(1, max_streams), min_pages_per_stream
         self._idle: list[Any] = []
 
@@ -197,6 +198,8 @@ class Extractor:
         try:
             for setting, value in SESSION_SETTINGS.items():
                 cursor.execute(f"SET {setting} = '{value}'")
+            if self.lock_timeout_ms:  # a chunk locked by DDL fails this attempt (retried later) instead of hanging
+                cursor.execute(f"SET lock_timeout = '{int(self.lock_timeout_ms)}ms'")
         finally:
             cursor.close()
         return conn

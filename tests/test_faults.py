@@ -236,3 +236,23 @@ def test_a_lake_file_damaged_between_archive_and_drop(pg_dsn, tmp_path, damage):
         again = engine.ledger.get(job.id)
         assert again.state == JobState.DROPPED and again.attempts == 2  # archived twice, dropped once
         _converged(pg_dsn, engine, total)
+
+
+@pytest.mark.scenario(
+    'A lock held on a due chunk (ACCESS EXCLUSIVE, by DDL) during the archive: a bounded wait, the job fails as '
+    'transient and the rest go on; once released, the rerun converges')
+def test_a_locked_chunk_fails_its_attempt_instead_of_hanging(pg_dsn, tmp_path):
+    total = _source(pg_dsn, rows_per_month=5_000)
+    holder = psycopg.connect(pg_dsn)
+    holder.execute("LOCK TABLE events_2020_02 IN ACCESS EXCLUSIVE MODE")
+    with engine_for(pg_dsn, tmp_path / "lake", now=NOW, partitioned_tables=[PARENT], lock_timeout_ms=300) as engine:
+        first = engine.run()
+        failed = {s.chunk for s in first.failed}
+        assert failed == {"public.events_2020_02"}, first.failed
+        job = next(j for j in engine.ledger.all_jobs() if j.chunk_name == "events_2020_02")
+        assert job.state == JobState.FAILED and not job.terminal and "lock" in job.last_error
+        assert {j.state for j in engine.ledger.all_jobs() if j.id != job.id} == {JobState.DROPPED}
+        holder.rollback()
+        holder.close()
+        assert not engine.run().failed
+        _converged(pg_dsn, engine, total)
