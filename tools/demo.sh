@@ -23,3 +23,9 @@ echo "== tsarchive query: the archive as a Delta Lake table, read by DuckDB (no 
 COLUMNS=160 "$BIN/tsarchive" query "
     SELECT year, month, count(*) AS rows, min(ts) AS first, max(ts) AS last, round(avg(temperature), 2) AS avg_temp
     FROM demo.sensor_readings GROUP BY ALL ORDER BY ALL"
+FIRST_DAY="$("$BIN/tsarchive" query "SELECT min(ts) AS first FROM demo.sensor_readings" --json | "$BIN/python" -c \
+  "import json, sys; print(json.load(sys.stdin)[0]['first'][:10])")"
+NEXT_DAY="$("$BIN/python" -c "import datetime, sys; print(datetime.date.fromisoformat(sys.argv[1]) + datetime.timedelta(days=1))" "$FIRST_DAY")"
+echo "== tsarchive restore: the first archived day back into PostgreSQL, proven equal to the archive"
+"$BIN/tsarchive" restore --hypertable demo.sensor_readings --from "$FIRST_DAY" --to "$NEXT_DAY" --into demo.restored_day --dry-run
+"$BIN/tsarchive" restore --hypertable demo.sensor_readings --from "$FIRST_DAY" --to "$NEXT_DAY" --into demo.restored_day
