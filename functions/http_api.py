@@ -52,11 +52,14 @@ def _handle(action: Callable[[], api.ApiResponse]) -> func.HttpResponse:
     return _json(result.status, result.body)
 
 
-def _with_engine(work: Callable) -> Callable[[], api.ApiResponse]:
+def _with_engine(req: func.HttpRequest, work: Callable) -> Callable[[], api.ApiResponse]:
+    """Read and bound the body first (413 costs no connection), then run `work(engine, settings, body)`."""
+
     def run() -> api.ApiResponse:
+        body = _body(req)
         settings = runtime.settings()
         with runtime.engine(settings) as engine:
-            return work(engine, settings)
+            return work(engine, settings, body)
 
     return run
 
@@ -64,69 +67,80 @@ def _with_engine(work: Callable) -> Callable[[], api.ApiResponse]:
 @bp.function_name("trigger_archival")
 @bp.route(route="retention/trigger-archival", methods=["POST"])
 def trigger_archival(req: func.HttpRequest) -> func.HttpResponse:
-    return _handle(_with_engine(lambda e, s: api.trigger_archival(e, runtime.transport(s), _body(req))))
+    return _handle(_with_engine(req, lambda e, s, body: api.trigger_archival(e, runtime.transport(s), body)))
 
 
 @bp.function_name("verify_archives")
 @bp.route(route="archival/verify", methods=["POST"])
 def verify_archives(req: func.HttpRequest) -> func.HttpResponse:
-    return _handle(_with_engine(lambda e, s: api.run_drill(e, _body(req))))
+    return _handle(_with_engine(req, lambda e, s, body: api.run_drill(e, body)))
 
 
 @bp.function_name("restore_archive")
 @bp.route(route="archival/restore", methods=["POST"])
 def restore_archive(req: func.HttpRequest) -> func.HttpResponse:
-    return _handle(_with_engine(lambda e, s: api.start_restore(e, runtime.transport(s), _body(req))))
+    return _handle(_with_engine(req, lambda e, s, body: api.start_restore(e, runtime.transport(s), body)))
 
 
 @bp.function_name("restore_list")
 @bp.route(route="archival/restores", methods=["GET"])
 def restore_list(req: func.HttpRequest) -> func.HttpResponse:
-    return _handle(_with_engine(lambda e, s: api.restores(e, dict(req.params))))
+    return _handle(_with_engine(req, lambda e, s, body: api.restores(e, dict(req.params))))
 
 
 @bp.function_name("restore_status")
 @bp.route(route="archival/restores/{id}", methods=["GET"])
 def restore_status(req: func.HttpRequest) -> func.HttpResponse:
     restore_id = req.route_params.get("id", "")
-    return _handle(_with_engine(lambda e, s: api.restore_status(e, restore_id)))
+    return _handle(_with_engine(req, lambda e, s, body: api.restore_status(e, restore_id)))
 
 
 @bp.function_name("retention_status")
 @bp.route(route="retention/status", methods=["GET"])
 def retention_status(req: func.HttpRequest) -> func.HttpResponse:
-    return _handle(_with_engine(lambda e, s: api.retention_status(e)))
+    return _handle(_with_engine(req, lambda e, s, body: api.retention_status(e)))
 
 
 @bp.function_name("archival_status")
 @bp.route(route="archival/status", methods=["GET"])
 def archival_status(req: func.HttpRequest) -> func.HttpResponse:
-    return _handle(_with_engine(lambda e, s: api.archival_status(e)))
+    return _handle(_with_engine(req, lambda e, s, body: api.archival_status(e)))
 
 
 @bp.function_name("archival_events")
 @bp.route(route="archival/events", methods=["GET"])
 def archival_events(req: func.HttpRequest) -> func.HttpResponse:
-    return _handle(_with_engine(lambda e, s: api.archival_events(e, dict(req.params))))
+    return _handle(_with_engine(req, lambda e, s, body: api.archival_events(e, dict(req.params))))
 
 
 @bp.function_name("archival_metrics")
 @bp.route(route="archival/metrics", methods=["GET"])
 def archival_metrics(req: func.HttpRequest) -> func.HttpResponse:
-    return _handle(_with_engine(lambda e, s: api.archival_metrics(e)))
+    return _handle(_with_engine(req, lambda e, s, body: api.archival_metrics(e)))
 
 
 @bp.function_name("retry_job")
 @bp.route(route="archival/jobs/{id}/retry", methods=["POST"])
 def retry_job(req: func.HttpRequest) -> func.HttpResponse:
     job_id = req.route_params.get("id", "")
-    return _handle(_with_engine(lambda e, s: api.retry(e, runtime.transport(s), job_id)))
+    return _handle(_with_engine(req, lambda e, s, body: api.retry(e, runtime.transport(s), job_id)))
 
 
 @bp.function_name("health")
 @bp.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def health(req: func.HttpRequest) -> func.HttpResponse:
+    """Liveness, for anyone: the worker answers. It opens no connection and names no dependency, so an anonymous
+    caller can neither make the app connect at will nor read internal errors; readiness is /api/health/ready."""
+    return _json(200, api.liveness())
+
+
+@bp.function_name("readiness")
+@bp.route(route="health/ready", methods=["GET"])
+def readiness(req: func.HttpRequest) -> func.HttpResponse:
+    """Readiness, with a function key: the database and the lake answer; the 503 body says which part is down."""
+
     def check() -> api.ApiResponse:
+        _body(req)
         settings = runtime.settings()
 
         def database() -> None:

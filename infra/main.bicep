@@ -10,8 +10,12 @@ param environmentName string
 @description('Region for every resource (one that offers Flex Consumption).')
 param location string
 
-@description('Object id of the deploying user, granted read access to the archive for smoke tests. Optional.')
+@description('Object id of the deploying principal, granted read access to the archive for smoke tests. Optional.')
 param principalId string = ''
+
+@allowed(['User', 'ServicePrincipal', 'Group'])
+@description('What principalId is: azd sets AZURE_PRINCIPAL_TYPE (ServicePrincipal when provisioning from CI or azd pipeline).')
+param principalType string = 'User'
 
 @allowed(['servicebus', 'storagequeue'])
 @description('Messaging between planner, archiver and dropper.')
@@ -63,8 +67,14 @@ param softDeleteDays int = 30
 @description('Subnet for VNet integration of the function app (to reach a private database). Optional.')
 param functionsSubnetId string = ''
 
-@description('Subnet for private endpoints of the storage accounts. Optional; empty keeps public endpoints (identity-only access).')
+@description('Subnet for private endpoints of the storage accounts (blob, dfs, queue, table). Optional; empty keeps public endpoints (identity-only access). Needs functionsSubnetId in the same VNet.')
 param privateEndpointSubnetId string = ''
+
+@description('Resource group id that already holds the privatelink.* DNS zones (hub-and-spoke). Empty: the zones are created here and linked to the VNet of privateEndpointSubnetId.')
+param privateDnsZonesResourceGroupId string = ''
+
+@description('Only for databaseAuth=keyvault: recover the soft-deleted vault of an earlier deployment of this environment (after azd down; its name stays reserved for 90 days).')
+param keyVaultRecover bool = false
 
 @description('Email for alerts. Optional.')
 param alertEmail string = ''
@@ -74,6 +84,13 @@ var resourceToken = toLower(uniqueString(subscription().id, environmentName, loc
 var tags = { 'azd-env-name': environmentName }
 var queueNames = ['archive-requests', 'archive-confirmations', 'archive-poison']
 var archiveFileSystem = 'archive'
+var privateNetwork = !empty(privateEndpointSubnetId)
+// Storage behind private endpoints is reachable only from the VNet: without VNet integration the host could not read
+// its own storage and would never start. int() of a sentence fails the deployment with that sentence (ARM evaluates
+// only the branch taken).
+var functionsSubnet = privateNetwork && empty(functionsSubnetId) ? string(int('privateEndpointSubnetId needs functionsSubnetId: with private endpoints the app reaches its storage only through VNet integration')) : functionsSubnetId
+var vnetId = privateNetwork ? split(privateEndpointSubnetId, '/subnets/')[0] : ''
+var dnsZonesResourceGroupId = empty(privateDnsZonesResourceGroupId) ? rg.id : privateDnsZonesResourceGroupId
 
 resource rg 'Microsoft.Resources/resourceGroups@2022-09-01' = {
   name: '${abbrs.resourcesResourceGroups}${environmentName}'
@@ -102,6 +119,15 @@ module monitoring 'modules/monitoring.bicep' = {
   }
 }
 
+module privateDns 'modules/private-dns.bicep' = if (privateNetwork && empty(privateDnsZonesResourceGroupId)) {
+  name: 'private-dns'
+  scope: rg
+  params: {
+    vnetId: vnetId
+    tags: tags
+  }
+}
+
 module hostStorage 'modules/host-storage.bicep' = {
   name: 'host-storage'
   scope: rg
@@ -112,7 +138,9 @@ module hostStorage 'modules/host-storage.bicep' = {
     queueNames: transport == 'storagequeue' ? queueNames : []
     logAnalyticsId: monitoring.outputs.logAnalyticsId
     privateEndpointSubnetId: privateEndpointSubnetId
+    privateDnsZonesResourceGroupId: dnsZonesResourceGroupId
   }
+  dependsOn: [privateDns]
 }
 
 module archiveStorage 'modules/archive-storage.bicep' = {
@@ -130,7 +158,9 @@ module archiveStorage 'modules/archive-storage.bicep' = {
     softDeleteDays: softDeleteDays
     logAnalyticsId: monitoring.outputs.logAnalyticsId
     privateEndpointSubnetId: privateEndpointSubnetId
+    privateDnsZonesResourceGroupId: dnsZonesResourceGroupId
   }
+  dependsOn: [privateDns]
 }
 
 module serviceBus 'modules/servicebus.bicep' = if (transport == 'servicebus') {
@@ -153,6 +183,7 @@ module keyVault 'modules/keyvault.bicep' = if (databaseAuth == 'keyvault') {
     location: location
     tags: tags
     databaseUrlSecret: databasePassword
+    recover: keyVaultRecover
     logAnalyticsId: monitoring.outputs.logAnalyticsId
   }
 }
@@ -164,7 +195,8 @@ module functionApp 'modules/function-app.bicep' = {
     name: '${abbrs.webSitesFunctions}tsarchive-${resourceToken}'
     planName: '${abbrs.webServerFarms}${resourceToken}'
     location: location
-    tags: union(tags, { 'azd-service-name': 'archiver' })
+    tags: tags
+    siteTags: union(tags, { 'azd-service-name': 'archiver' })  // the site alone: azd before 1.23.4 refuses two
     identityId: identity.outputs.id
     identityClientId: identity.outputs.clientId
     hostStorageName: hostStorage.outputs.name
@@ -172,7 +204,7 @@ module functionApp 'modules/function-app.bicep' = {
     appInsightsConnectionString: monitoring.outputs.appInsightsConnectionString
     instanceMemoryMB: instanceMemoryMB
     maximumInstanceCount: maximumInstanceCount
-    functionsSubnetId: functionsSubnetId
+    functionsSubnetId: functionsSubnet
     appSettings: {
       ARCHIVER_TRANSPORT: transport
       ARCHIVER_REQUESTS_QUEUE: queueNames[0]
@@ -204,6 +236,7 @@ module roles 'modules/roles.bicep' = {
   params: {
     principalId: identity.outputs.principalId
     deployerPrincipalId: principalId
+    deployerPrincipalType: principalType
     archiveStorageName: archiveStorage.outputs.name
     hostStorageName: hostStorage.outputs.name
     serviceBusName: transport == 'servicebus' ? serviceBus.outputs.name : ''

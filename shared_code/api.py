@@ -236,6 +236,17 @@ def retry(engine: Engine, transport: Transport, job_id: str) -> ApiResponse:
     return ApiResponse(202, {"job": job.as_dict(), "status": "requeued"})
 
 
+def liveness() -> dict[str, str]:
+    """What the anonymous health route says: the worker runs this build. Nothing else (no dependency, no error)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        build = version("tsarchive")
+    except PackageNotFoundError:  # published as files (func publish), not installed as a distribution
+        build = "unpackaged"
+    return {"status": "alive", "version": build}
+
+
 def health(check_database, check_lake) -> ApiResponse:
     """Each check is a callable that raises on failure; the answer says which part is down."""
     parts: dict[str, str] = {}

@@ -122,3 +122,36 @@ def wait_session_gone(dsn: str, pid: int, timeout: float = 10.0) -> None:
             if time.monotonic() > deadline:
                 raise AssertionError(f"backend {pid} still alive after {timeout}s")
             time.sleep(0.02)
+
+
+class CountingListener:
+    """A TCP port that accepts and counts connections, then closes them: proof that nothing connected."""
+
+    def __init__(self) -> None:
+        import socket
+        import threading
+
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self._server.settimeout(0.2)
+        self.port = self._server.getsockname()[1]
+        self.accepted = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._server.accept()
+            except OSError:
+                continue
+            self.accepted += 1
+            conn.close()
+
+    def __enter__(self) -> CountingListener:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._server.close()

@@ -23,7 +23,7 @@ from .helpers import due_partitions, ledger_jobs, make_monthly_partitions, norma
 def test_bindings(monkeypatch, transport):
     functions = load_app(monkeypatch, transport)
     assert set(functions) == {"planner", "archiver", "dropper", "trigger_archival", "retention_status",
-                              "archival_status", "archival_events", "archival_metrics", "retry_job", "health",
+                              "archival_status", "archival_events", "archival_metrics", "retry_job", "health", "readiness",
                               "verify_archives", "restore_archive", "restore_list", "restore_status"}
 
     timer = functions["planner"].get_bindings()
@@ -55,6 +55,7 @@ def test_bindings(monkeypatch, transport):
         "archival/restores": (["GET"], "function"),
         "archival/restores/{id}": (["GET"], "function"),
         "health": (["GET"], "anonymous"),
+        "health/ready": (["GET"], "function"),
     }
 
 

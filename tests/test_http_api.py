@@ -6,11 +6,12 @@ import azure.functions as func
 import psycopg
 import pytest
 
+from shared_code import runtime
 from shared_code.ledger import JobState
 
 from .conftest import AZURITE_CONNECTION_STRING
 from .functions_support import drain, load_app, queue_names, user_function
-from .helpers import due_partitions, ledger_jobs, make_monthly_partitions
+from .helpers import CountingListener, due_partitions, ledger_jobs, make_monthly_partitions
 
 
 @pytest.fixture
@@ -115,14 +116,38 @@ def test_retry_route(http):
     assert next(j for j in ledger_jobs(http["dsn"]) if j.id == job.id).state == JobState.ARCHIVED
 
 
-def test_health(http, monkeypatch):
-    status, body = http["call"]("health")
+def test_readiness_checks_database_and_lake(http, monkeypatch):
+    status, body = http["call"]("readiness")
     assert status == 200 and body == {"status": "healthy", "database": "ok", "lake": "ok"}
     monkeypatch.setenv("ARCHIVER_LAKE_URL", "abfss://c@devstoreaccount1.dfs.core.windows.net/p")
     monkeypatch.setenv("ARCHIVER_LAKE_CONNECTION_STRING",
                        "AccountName=devstoreaccount1;AccountKey=eA==;BlobEndpoint=http://127.0.0.1:9/devstoreaccount1;")
-    status, body = http["call"]("health")
+    status, body = http["call"]("readiness")
     assert status == 503 and body["database"] == "ok" and body["lake"].startswith("error")
+
+
+@pytest.mark.scenario("Anonymous GET /api/health: 200 without opening a database connection or naming a dependency")
+def test_anonymous_health_touches_no_dependency(http, monkeypatch):
+    with CountingListener() as listener:
+        monkeypatch.setenv("ARCHIVER_DATABASE_URL", f"postgresql://u:secret@127.0.0.1:{listener.port}/db?sslmode=disable")
+        runtime.close_idle()
+        status, body = http["call"]("health")
+        assert status == 200 and body["status"] == "alive" and set(body) == {"status", "version"}
+        assert listener.accepted == 0
+        status, body = http["call"]("readiness")  # the keyed route does connect: the listener would have seen it
+        assert status == 503 and listener.accepted >= 1 and "secret" not in json.dumps(body)
+
+
+@pytest.mark.scenario("A request body over 64 KiB: 413 before any database connection is opened")
+def test_oversized_body_costs_no_connection(http, monkeypatch):
+    huge = b'{"hypertable": "' + b"x" * (100 * 1024 * 1024) + b'"}'
+    with CountingListener() as listener:
+        monkeypatch.setenv("ARCHIVER_DATABASE_URL", f"postgresql://u@127.0.0.1:{listener.port}/db?sslmode=disable")
+        runtime.close_idle()
+        for name in ("trigger_archival", "verify_archives", "restore_archive", "retry_job"):
+            status, body = http["call"](name, "POST", body=huge, route_params={"id": "1"})
+            assert status == 413 and "at most" in body["error"], name
+        assert listener.accepted == 0
 
 
 def test_bad_settings_are_503_not_500(http, monkeypatch):

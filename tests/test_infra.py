@@ -237,3 +237,108 @@ def test_the_workbook_charts_what_operators_need_from_metrics_the_code_emits(par
     bicep = (ROOT / "infra" / "modules" / "workbook.bicep").read_text()
     assert "loadTextContent('workbook.json')" in bicep and "guid(" in bicep
     assert "module workbook 'modules/workbook.bicep'" in (ROOT / "infra" / "main.bicep").read_text()
+
+
+# siteConfig properties the Flex Consumption deprecation table names (and ARM rejects, azure-pipelines-tasks#21032),
+# with their app-setting counterparts; docs/deploy.md, "Verified against".
+FLEX_FORBIDDEN_SITE_CONFIG = {"ftpsState", "use32BitWorkerProcess", "netFrameworkVersion", "linuxFxVersion",
+                              "windowsFxVersion", "javaVersion", "powerShellVersion", "alwaysOn",
+                              "functionAppScaleLimit", "preWarmedInstanceCount", "functionsRuntimeScaleMonitoringEnabled",
+                              "http20Enabled"}
+FLEX_FORBIDDEN_APP_SETTINGS = {"FUNCTIONS_WORKER_RUNTIME", "FUNCTIONS_EXTENSION_VERSION", "FUNCTIONS_WORKER_RUNTIME_VERSION",
+                               "FUNCTIONS_MAX_HTTP_CONCURRENCY", "FUNCTIONS_WORKER_PROCESS_COUNT", "WEBSITE_RUN_FROM_PACKAGE",
+                               "WEBSITE_CONTENTAZUREFILECONNECTIONSTRING", "WEBSITE_CONTENTSHARE", "ENABLE_ORYX_BUILD",
+                               "SCM_DO_BUILD_DURING_DEPLOYMENT", "WEBSITE_NODE_DEFAULT_VERSION",
+                               "FUNCTIONS_WORKER_DYNAMIC_CONCURRENCY_ENABLED", "WEBSITE_MAX_DYNAMIC_APPLICATION_SCALE_OUT"}
+
+
+def test_flex_site_sets_no_property_the_flex_deprecation_table_forbids(parsed):
+    (_, site), = resources_of_type(parsed, "Microsoft.Web/sites")
+    site_config = set(site["properties"]["siteConfig"])
+    assert site_config == {"minTlsVersion", "appSettings"}, site_config
+    assert not {k for k in site["properties"] if k.lower() in {p.lower() for p in FLEX_FORBIDDEN_SITE_CONFIG}}
+    assert not _app_settings() & FLEX_FORBIDDEN_APP_SETTINGS
+    policies = resources_of_type(parsed, "Microsoft.Web/sites/basicPublishingCredentialsPolicies")
+    assert sorted(config["name"] for _, config in policies) == ["ftp", "scm"]  # FTP off the Flex way
+    assert all(config["properties"]["allow"] is False for _, config in policies)
+
+
+def test_only_the_site_carries_azd_service_name():
+    app = (INFRA / "modules" / "function-app.bicep").read_text()
+    plan_block = app.split("resource plan ", 1)[1].split("\n}\n", 1)[0]
+    site_block = app.split("resource site ", 1)[1].split("\n}\n", 1)[0]
+    assert "tags: tags" in plan_block and "tags: siteTags" in site_block
+    main = (INFRA / "main.bicep").read_text()
+    assert main.count("azd-service-name") == 1 and "siteTags: union(tags, { 'azd-service-name'" in main
+
+
+def test_principal_type_comes_from_a_parameter(parsed):
+    main = parsed["main.bicep"]
+    assert main["parameters"]["principalType"]["default"] == "User"
+    params = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    assert params["principalType"]["value"] == "${AZURE_PRINCIPAL_TYPE=User}"
+    for where, config in resources_of_type(parsed, "Microsoft.Authorization/roleAssignments"):
+        principal = json.dumps(config["properties"]["principalId"])
+        kind = config["properties"]["principalType"]
+        if "deployerPrincipalId" in principal:
+            assert kind == "deployerPrincipalType", where  # a parameter, never a literal 'User'
+        else:
+            assert kind == "ServicePrincipal", where  # the app's managed identity is a service principal
+
+
+def test_private_endpoints_come_with_dns_zone_groups_and_require_vnet_integration(parsed):
+    endpoints = resources_of_type(parsed, "Microsoft.Network/privateEndpoints")
+    assert [where.split(":")[0] for where, _ in endpoints] == ["modules/private-endpoint.bicep"]
+    groups = resources_of_type(parsed, "Microsoft.Network/privateEndpoints/privateDnsZoneGroups")
+    assert [where.split(":")[0] for where, _ in groups] == ["modules/private-endpoint.bicep"]
+    for storage, needed in (("host-storage.bicep", ["blob", "queue", "table"]), ("archive-storage.bicep", ["dfs", "blob"])):
+        text = (INFRA / "modules" / storage).read_text()
+        assert f"module endpoints 'private-endpoint.bicep' = [for groupId in (empty(privateEndpointSubnetId) ? [] : " \
+               f"[{', '.join(repr(g) for g in needed)}])" in text, storage
+        assert "privateDnsZoneId: '${privateDnsZonesResourceGroupId}/providers/Microsoft.Network/privateDnsZones/" \
+               "privatelink.${groupId}." in text
+    dns = (INFRA / "modules" / "private-dns.bicep").read_text()
+    assert "['blob', 'dfs', 'queue', 'table']" in dns and "virtualNetworkLinks" in dns
+    main = (INFRA / "main.bicep").read_text()
+    # Private endpoints without VNet integration fail the deployment, naming the missing parameter.
+    guard = re.search(r"var functionsSubnet = privateNetwork && empty\(functionsSubnetId\) \? string\(int\('([^']+)'\)\) "
+                      r": functionsSubnetId", main)
+    assert guard and "functionsSubnetId" in guard.group(1)
+    assert "functionsSubnetId: functionsSubnet\n" in main and "functionsSubnetId: functionsSubnetId\n" not in main
+
+
+def test_key_vault_can_be_recovered_after_azd_down(parsed):
+    (_, vault), = resources_of_type(parsed, "Microsoft.KeyVault/vaults")
+    assert vault["properties"]["enablePurgeProtection"] is True
+    text = (INFRA / "modules" / "keyvault.bicep").read_text()
+    assert "createMode: recover ? 'recover' : 'default'" in text
+    assert "recover: keyVaultRecover" in (INFRA / "main.bicep").read_text()
+
+
+def _ignored_by(rules: Path, paths: list[str], tmp: Path) -> set[str]:
+    """The paths git's own matcher excludes under `rules` alone (gitignore syntax, as Core Tools and azd read it)."""
+    repo = tmp / "match"
+    repo.mkdir()
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    (repo / ".gitignore").write_text(rules.read_text())
+    result = subprocess.run(["git", "-C", str(repo), "check-ignore", "--no-index", "--stdin"], input="\n".join(paths),
+                            capture_output=True, text=True)
+    assert result.returncode in (0, 1), result.stderr
+    return set(result.stdout.split())
+
+
+def test_funcignore_excludes_every_local_folder_and_keeps_the_app(tmp_path):
+    # What the local tools create is what .gitignore ignores: each such path, present now or named there.
+    present = subprocess.run(["git", "-C", str(ROOT), "ls-files", "--others", "--ignored", "--exclude-standard", "--directory"],
+                             capture_output=True, text=True, check=True).stdout.split()
+    named = [line.strip().lstrip("/") for line in (ROOT / ".gitignore").read_text().splitlines()
+             if line.strip() and not line.startswith("#")]
+    local = sorted({p.rstrip("/") for p in present + [n.replace("*", "x") for n in named]} - {".python_packages"})
+    local = [p for p in local if not p.startswith(".python_packages/")]
+    assert {".venv", ".venv-checkov", ".hypothesis", ".local", "tools/node_modules"} <= set(local)
+    excluded = _ignored_by(ROOT / ".funcignore", local, tmp_path)
+    assert set(local) - excluded == set()
+    app = ["function_app.py", "host.json", "requirements.txt", "functions/archiver.py", "shared_code/engine.py",
+           ".python_packages/lib/site-packages/psycopg/__init__.py"]
+    (tmp_path / "app").mkdir()
+    assert _ignored_by(ROOT / ".funcignore", app, tmp_path / "app") == set()

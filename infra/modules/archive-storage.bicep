@@ -10,6 +10,8 @@ param immutabilityDays int
 param softDeleteDays int
 param logAnalyticsId string
 param privateEndpointSubnetId string
+@description('Resource group id holding the privatelink DNS zones (used only with privateEndpointSubnetId).')
+param privateDnsZonesResourceGroupId string = ''
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
   //checkov:skip=CKV_AZURE_35:Without privateEndpointSubnetId the account stays reachable, but only with Entra ID (shared keys are off); with it, the default action is Deny.
@@ -101,25 +103,20 @@ resource blobDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-previ
   }
 }
 
-resource dfsEndpoint 'Microsoft.Network/privateEndpoints@2023-11-01' = if (!empty(privateEndpointSubnetId)) {
-  name: 'pe-${name}-dfs'
-  location: location
-  tags: tags
-  properties: {
-    subnet: { id: privateEndpointSubnetId }
-    privateLinkServiceConnections: [{ name: 'dfs', properties: { privateLinkServiceId: storage.id, groupIds: ['dfs'] } }]
+// Private endpoints (dfs, blob), each registered in its private DNS zone; the app reaches them through its
+// VNet integration (main.bicep refuses private endpoints without it).
+module endpoints 'private-endpoint.bicep' = [for groupId in (empty(privateEndpointSubnetId) ? [] : ['dfs', 'blob']): {
+  name: 'pe-${name}-${groupId}'
+  params: {
+    name: 'pe-${name}-${groupId}'
+    location: location
+    tags: tags
+    subnetId: privateEndpointSubnetId
+    storageAccountId: storage.id
+    groupId: groupId
+    privateDnsZoneId: '${privateDnsZonesResourceGroupId}/providers/Microsoft.Network/privateDnsZones/privatelink.${groupId}.${environment().suffixes.storage}'
   }
-}
-
-resource blobEndpoint 'Microsoft.Network/privateEndpoints@2023-11-01' = if (!empty(privateEndpointSubnetId)) {
-  name: 'pe-${name}-blob'
-  location: location
-  tags: tags
-  properties: {
-    subnet: { id: privateEndpointSubnetId }
-    privateLinkServiceConnections: [{ name: 'blob', properties: { privateLinkServiceId: storage.id, groupIds: ['blob'] } }]
-  }
-}
+}]
 
 output name string = storage.name
 output id string = storage.id

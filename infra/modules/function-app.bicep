@@ -3,6 +3,8 @@ param name string
 param planName string
 param location string
 param tags object
+@description('Tags of the site alone (azd-service-name must be on one resource only).')
+param siteTags object
 param identityId string
 param identityClientId string
 param hostStorageName string
@@ -43,10 +45,13 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
   //checkov:skip=CKV_AZURE_222:The manual-archival HTTP routes need an endpoint; they require a function key (health is read-only). Add a private endpoint to close it.
   //checkov:skip=CKV_AZURE_17:Callers authenticate with function keys (or Entra ID in front), not client certificates.
   //checkov:skip=CKV_AZURE_212:Serverless by design: Flex Consumption scales to zero between runs; queue messages wait safely meanwhile.
+  //checkov:skip=CKV_AZURE_78:Flex Consumption rejects siteConfig.ftpsState; FTP is closed by the basicPublishingCredentialsPolicies 'ftp' below.
+  //checkov:skip=CKV_AZURE_67:Flex Consumption takes no http20Enabled in siteConfig: Microsoft's Flex samples set only minTlsVersion.
+  //checkov:skip=CKV_AZURE_18:Same as CKV_AZURE_67: no siteConfig.http20Enabled on Flex Consumption.
   //checkov:skip=CKV_AZURE_213:Flex Consumption has no App Service health check; GET /api/health serves probes and the smoke test.
   name: name
   location: location
-  tags: tags
+  tags: siteTags
   kind: 'functionapp,linux'
   identity: {
     type: 'UserAssigned'
@@ -58,10 +63,10 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
     clientCertEnabled: false
     keyVaultReferenceIdentity: keyVaultReferenceIdentityId
     virtualNetworkSubnetId: empty(functionsSubnetId) ? null : functionsSubnetId
+    // Flex Consumption rejects most siteConfig properties (ftpsState among them; the "Flex Consumption plan
+    // deprecations" table, docs/deploy.md); FTP and SCM basic auth are closed below instead.
     siteConfig: {
       minTlsVersion: '1.2'
-      ftpsState: 'Disabled'
-      http20Enabled: true
       appSettings: [for setting in items(union(appSettings, runtimeSettings)): { name: setting.key, value: setting.value }]
     }
     functionAppConfig: {
@@ -79,6 +84,19 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
       runtime: { name: 'python', version: '3.11' }
     }
   }
+}
+
+// No FTP and no basic-auth deployment: the package is published with Entra ID (azd, Core Tools).
+resource ftpBasicAuth 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2023-12-01' = {
+  parent: site
+  name: 'ftp'
+  properties: { allow: false }
+}
+
+resource scmBasicAuth 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2023-12-01' = {
+  parent: site
+  name: 'scm'
+  properties: { allow: false }
 }
 
 output name string = site.name

@@ -6,6 +6,8 @@ param tags object
 param queueNames array
 param logAnalyticsId string
 param privateEndpointSubnetId string
+@description('Resource group id holding the privatelink DNS zones (used only with privateEndpointSubnetId).')
+param privateDnsZonesResourceGroupId string = ''
 
 var deploymentContainerName = 'app-package'
 
@@ -84,25 +86,20 @@ resource queueDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-prev
   }
 }
 
-resource blobEndpoint 'Microsoft.Network/privateEndpoints@2023-11-01' = if (!empty(privateEndpointSubnetId)) {
-  name: 'pe-${name}-blob'
-  location: location
-  tags: tags
-  properties: {
-    subnet: { id: privateEndpointSubnetId }
-    privateLinkServiceConnections: [{ name: 'blob', properties: { privateLinkServiceId: storage.id, groupIds: ['blob'] } }]
+// Private endpoints (blob, queue, table), each registered in its private DNS zone; the app reaches them through its
+// VNet integration (main.bicep refuses private endpoints without it).
+module endpoints 'private-endpoint.bicep' = [for groupId in (empty(privateEndpointSubnetId) ? [] : ['blob', 'queue', 'table']): {
+  name: 'pe-${name}-${groupId}'
+  params: {
+    name: 'pe-${name}-${groupId}'
+    location: location
+    tags: tags
+    subnetId: privateEndpointSubnetId
+    storageAccountId: storage.id
+    groupId: groupId
+    privateDnsZoneId: '${privateDnsZonesResourceGroupId}/providers/Microsoft.Network/privateDnsZones/privatelink.${groupId}.${environment().suffixes.storage}'
   }
-}
-
-resource queueEndpoint 'Microsoft.Network/privateEndpoints@2023-11-01' = if (!empty(privateEndpointSubnetId)) {
-  name: 'pe-${name}-queue'
-  location: location
-  tags: tags
-  properties: {
-    subnet: { id: privateEndpointSubnetId }
-    privateLinkServiceConnections: [{ name: 'queue', properties: { privateLinkServiceId: storage.id, groupIds: ['queue'] } }]
-  }
-}
+}]
 
 output name string = storage.name
 output id string = storage.id

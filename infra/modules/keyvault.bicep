@@ -6,6 +6,8 @@ param tags object
 @secure()
 param databaseUrlSecret string
 param logAnalyticsId string
+@description('Recover the soft-deleted vault of this name (a redeploy within 90 days of azd down: purge protection keeps the name).')
+param recover bool = false
 @description('Secret expiry (epoch seconds): one year after deployment, so the database password gets rotated.')
 param secretExpiresAt int = dateTimeToEpoch(dateTimeAdd(utcNow(), 'P365D'))
 
@@ -17,6 +19,7 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
   tags: tags
   properties: {
     tenantId: tenant().tenantId
+    createMode: recover ? 'recover' : 'default'
     sku: { family: 'A', name: 'standard' }
     enableRbacAuthorization: true
     enableSoftDelete: true

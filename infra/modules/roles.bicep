@@ -2,6 +2,8 @@
 // Never Owner, never Service Bus Data Owner, never account keys.
 param principalId string
 param deployerPrincipalId string
+@allowed(['User', 'ServicePrincipal', 'Group'])
+param deployerPrincipalType string
 param archiveStorageName string
 param hostStorageName string
 param serviceBusName string
@@ -128,7 +130,7 @@ resource deployerReader 'Microsoft.Authorization/roleAssignments@2022-04-01' = i
   scope: archiveStorage
   properties: {
     principalId: deployerPrincipalId
-    principalType: 'User'
+    principalType: deployerPrincipalType
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataReader)
   }
 }
