@@ -5,7 +5,7 @@ import logging
 import azure.functions as func
 
 from shared_code import runtime
-from shared_code.service import handle_archiver_message
+from shared_code.service import handle_archiver_message, run_queued
 
 from .bindings import message_parts, queue_trigger
 
@@ -18,6 +18,6 @@ log = logging.getLogger("tsarchive")
 def archiver(msg) -> None:
     body, message_id, delivery = message_parts(msg)
     settings = runtime.settings()
-    with runtime.engine(settings) as engine:
-        outcome = handle_archiver_message(engine, runtime.transport(settings), body, message_id)
+    outcome = run_queued(settings, runtime.transport(settings), settings.requests_queue, body, message_id,
+                         handle_archiver_message, runtime.engine)
     log.info("archiver: message %s (delivery %d): %s", message_id, delivery, outcome)

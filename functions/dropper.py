@@ -5,7 +5,7 @@ import logging
 import azure.functions as func
 
 from shared_code import runtime
-from shared_code.service import handle_confirmation
+from shared_code.service import handle_confirmation, run_queued
 
 from .bindings import message_parts, queue_trigger
 
@@ -18,6 +18,6 @@ log = logging.getLogger("tsarchive")
 def dropper(msg) -> None:
     body, message_id, delivery = message_parts(msg)
     settings = runtime.settings()
-    with runtime.engine(settings) as engine:
-        outcome = handle_confirmation(engine, runtime.transport(settings), body, message_id)
+    outcome = run_queued(settings, runtime.transport(settings), settings.confirmations_queue, body, message_id,
+                         handle_confirmation, runtime.engine)
     log.info("dropper: message %s (delivery %d): %s", message_id, delivery, outcome)

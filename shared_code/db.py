@@ -11,7 +11,7 @@ from datetime import datetime
 import psycopg
 from psycopg import sql
 
-from .errors import ArchiverError, ConfigError, render_error
+from .errors import ArchiverError, ConfigError, DatabaseUnavailableError, render_error
 from .planning import AggregateGuard, Chunk, ChunkKind
 from .typemap import ColumnPlan, SourceColumn
 
@@ -47,7 +47,9 @@ def connect(dsn: str) -> psycopg.Connection:
         # so connect directly or through a session-mode pooler, never a transaction-mode one.
         conn = psycopg.connect(dsn, autocommit=True, connect_timeout=10, prepare_threshold=None)
     except psycopg.OperationalError as error:
-        raise ConfigError(
+        # Transient as far as anyone can tell from here (down, failing over, a network blip): queued work is re-sent
+        # with backoff; a wrong URL shows up as the same message on every attempt.
+        raise DatabaseUnavailableError(
             f"cannot connect to the database at {redact(dsn)}: {render_error(error)}. Check ARCHIVER_DATABASE_URL."
         ) from None
     conn.execute(session_setup_sql())

@@ -19,6 +19,10 @@ class UnsupportedTypeError(TerminalError):
     """A column type that cannot be archived faithfully."""
 
 
+class DatabaseUnavailableError(ArchiverError):
+    """The database could not be reached (down, restarting, failing over, network): a later attempt can succeed."""
+
+
 class LayoutError(ArchiverError):
     """A lake path could not be built from the given identity."""
 
@@ -74,6 +78,26 @@ def is_terminal(error: BaseException) -> bool:
         return True
     code = sqlstate(error)
     return bool(code) and code[:2] in _TERMINAL_SQLSTATE_CLASSES
+
+
+# SQLSTATE classes a later attempt can get past: 08 connection exception, 53 insufficient resources, 57 operator
+# intervention (admin shutdown, crash recovery, cannot connect now), 40 transaction rollback, 55P03 lock not available.
+_TRANSIENT_SQLSTATE_CLASSES = ("08", "53", "57", "40")
+# Failures to reach a service, named rather than imported (psycopg, azure-core, azure-servicebus stay optional here).
+_TRANSIENT_TYPE_NAMES = {"OperationalError", "ServiceRequestError", "ServiceResponseError", "ServiceBusConnectionError",
+                         "OperationTimeoutError", "ServiceBusCommunicationError"}
+
+
+def is_transient(error: BaseException) -> bool:
+    """True when the same step can succeed later unchanged: the database, the lake or the broker was unreachable."""
+    if is_terminal(error):
+        return False
+    if isinstance(error, DatabaseUnavailableError | LakeError | ConnectionError | TimeoutError):
+        return True
+    code = sqlstate(error)
+    if code:
+        return code[:2] in _TRANSIENT_SQLSTATE_CLASSES or code == "55P03"
+    return any(kind.__name__ in _TRANSIENT_TYPE_NAMES for kind in type(error).__mro__)
 
 
 def render_error(error: BaseException) -> str:

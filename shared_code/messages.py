@@ -26,9 +26,15 @@ class _Envelope(BaseModel):
 
     version: Literal[1] = SCHEMA_VERSION
     traceparent: str | None = Field(default=None, max_length=128)
+    # How often this message was re-sent after a transient failure (shared_code/redelivery.py); 0 as first sent.
+    redelivery: int = Field(default=0, ge=0, le=1000)
 
     def to_json(self) -> str:
         return self.model_dump_json()
+
+    def _id(self, base: str) -> str:
+        """A re-send gets its own id: broker duplicate detection would drop it under the first one's."""
+        return f"{base}-r{self.redelivery}" if self.redelivery else base
 
 
 class _Message(_Envelope):
@@ -48,7 +54,7 @@ class ArchiveRequest(_Message):
     @property
     def message_id(self) -> str:
         """Deterministic per job attempt, so broker duplicate detection drops re-sends."""
-        return f"tsarchive-req-{self.job_id}-{self.attempt}"
+        return self._id(f"tsarchive-req-{self.job_id}-{self.attempt}")
 
 
 class ArchiveConfirmation(_Message):
@@ -63,7 +69,7 @@ class ArchiveConfirmation(_Message):
 
     @property
     def message_id(self) -> str:
-        return f"tsarchive-conf-{self.job_id}-{self.attempt}-{self.status}"
+        return self._id(f"tsarchive-conf-{self.job_id}-{self.attempt}-{self.status}")
 
 
 class RestoreRequest(_Envelope):
@@ -81,7 +87,7 @@ class RestoreRequest(_Envelope):
 
     @property
     def message_id(self) -> str:
-        return f"tsarchive-restore-{self.restore_id}"
+        return self._id(f"tsarchive-restore-{self.restore_id}")
 
 
 _KINDS: dict[str, type[_Envelope]] = {REQUEST_TYPE: ArchiveRequest, CONFIRMATION_TYPE: ArchiveConfirmation,

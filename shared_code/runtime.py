@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import select
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from psycopg.pq import TransactionStatus
+import psycopg
+from psycopg.pq import ExecStatus, TransactionStatus
 from pydantic import SecretStr
 
 from . import telemetry
@@ -24,7 +26,12 @@ _transport_key: tuple | None = None
 # Idle engines kept between invocations of this function instance: (returned at, settings key, engine).
 _idle: list[tuple[float, str, Engine]] = []
 _idle_lock = threading.Lock()
-IDLE_SECONDS = 300
+# Kept engines are closed after this long unused: under the ~4 minutes after which Azure drops an idle TCP flow
+# (the keepalives in dbauth.TCP_KEEPALIVES keep the flow alive meanwhile).
+IDLE_SECONDS = 180
+# How long the liveness check of a kept engine may wait for `SELECT 1`: a flow dropped behind the app's back never
+# answers, and without a bound the check would hang until the kernel gives up.
+PROBE_SECONDS = 5.0
 
 
 def settings() -> Settings:
@@ -36,14 +43,35 @@ def _settings_key(current: Settings) -> str:
     return json.dumps(current.model_dump(), default=reveal, sort_keys=True)
 
 
+def _answers(conn: psycopg.Connection, timeout: float) -> bool:
+    """`SELECT 1` answered within `timeout` seconds, waited for on the socket (libpq's own calls would block)."""
+    pgconn = conn.pgconn
+    pgconn.send_query(b"SELECT 1")
+    deadline = time.monotonic() + timeout
+    while pgconn.flush():  # psycopg keeps libpq non-blocking: the query may still sit in libpq's buffer
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not select.select([], [pgconn.socket], [], remaining)[1]:
+            return False
+    while True:
+        pgconn.consume_input()
+        while not pgconn.is_busy():
+            result = pgconn.get_result()
+            if result is None:
+                return True
+            if result.status != ExecStatus.TUPLES_OK:
+                return False
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not select.select([pgconn.socket], [], [], remaining)[0]:
+            return False
+
+
 def _usable(candidate: Engine) -> bool:
-    """An idle engine's session is still open, outside any transaction, and answers."""
+    """An idle engine's session is still open, outside any transaction, and answers within PROBE_SECONDS."""
     conn = candidate.conn
     if conn.closed or conn.info.transaction_status != TransactionStatus.IDLE:
         return False
     try:
-        conn.execute("SELECT 1")
-        return True
+        return _answers(conn, PROBE_SECONDS)
     except Exception:  # noqa: BLE001 - a dropped connection of any kind: discard it
         return False
 

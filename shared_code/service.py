@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -12,11 +14,13 @@ import psycopg
 
 from . import telemetry
 from .engine import Engine, plan_entry_dict, retry_delay
-from .errors import ArchiverError, render_error
+from .errors import ArchiverError, is_transient, render_error
 from .ledger import Job, JobState
 from .messages import RESTORE_TYPE, ArchiveConfirmation, ArchiveRequest, MessageError, RestoreRequest, parse
 from .planning import Decision
-from .transport import Transport
+from .redelivery import resend_later
+from .settings import Settings
+from .transport import SEND_BATCH, Transport
 
 log = logging.getLogger("tsarchive")
 
@@ -62,15 +66,20 @@ def _plan_and_enqueue(engine: Engine, transport: Transport, hypertable: str | No
         candidates = [j for j in candidates if isinstance(j.range_end, datetime) and j.range_end <= older_than]
     due_ids = {j.id for j in recorded if j.state != JobState.BLOCKED}
     result.skipped_in_flight = len(due_ids - {j.id for j in candidates})
-    for job in candidates:
-        sequence = engine.ledger.mark_enqueued(job.id, after)
-        if sequence is None:
-            result.skipped_in_flight += 1
-            continue
-        request = _request(job, sequence, reason)
-        transport.send_request(request)
-        result.enqueued.append({"job_id": job.id, "chunk": request.chunk, "table": job.table,
-                                "message_id": request.message_id, "state": str(job.state)})
+    for start in range(0, len(candidates), SEND_BATCH):
+        batch: list[ArchiveRequest] = []
+        for job in candidates[start:start + SEND_BATCH]:
+            sequence = engine.ledger.mark_enqueued(job.id, after)
+            if sequence is None:
+                result.skipped_in_flight += 1
+                continue
+            request = _request(job, sequence, reason)
+            batch.append(request)
+            result.enqueued.append({"job_id": job.id, "chunk": request.chunk, "table": job.table,
+                                    "message_id": request.message_id, "state": str(job.state)})
+        # A crash between the ledger and the send leaves jobs marked sent: the planner re-sends them after
+        # ARCHIVER_REQUEUE_AFTER_MINUTES, as for a lost message.
+        transport.send_requests(batch)
     log.info("planner enqueued %d request(s)", len(result.enqueued))
     return result
 
@@ -168,12 +177,44 @@ def handle_restore(engine: Engine, transport: Transport, body: bytes, message_id
                                    allow_duplicates=request.allow_duplicates,
                                    skip_present=request.skip_present or resumed)
         except (ArchiverError, psycopg.Error) as error:
+            if is_transient(error):
+                raise  # re-sent with backoff (run_queued); the redelivery resumes it, skipping chunks already back
             engine.ledger.fail_restore(request.restore_id, render_error(error))
             log.error("restore %s failed: %s", request.restore_id, render_error(error))
             return "restore failed"
         engine.ledger.finish_restore(request.restore_id, result.rows, result.as_dict())
         log.info("restore %s: %s rows into %s", request.restore_id, result.rows, result.target)
         return "restored"
+
+
+Handler = Callable[[Engine, Transport, bytes, str | None], str]
+
+
+def run_queued(settings: Settings, transport: Transport, queue: str, body: bytes, message_id: str | None,
+               handle: Handler, open_engine: Callable[[Settings], AbstractContextManager[Engine]]) -> str:
+    """One queue-triggered invocation: a message that is not ours is poisoned without touching the database; a
+    transient failure (database, lake or broker unreachable) re-sends the message with backoff and ends normally, so
+    the broker neither redelivers it at once nor dead-letters it. Anything else, or a spent budget, is raised."""
+    kinds = (ArchiveConfirmation,) if queue == settings.confirmations_queue else (ArchiveRequest, RestoreRequest)
+    try:
+        parse(body, kinds)
+    except MessageError as error:
+        return _poison(transport, queue, body, error, message_id)
+    try:
+        with open_engine(settings) as engine:
+            return handle(engine, transport, body, message_id)
+    except Exception as error:
+        if not is_transient(error):
+            raise
+        resent = resend_later(settings, transport, body)
+        if resent is None:
+            log.error("message %s from %s: %s; re-sent %d times already, handing it back to the broker",
+                      message_id, queue, render_error(error), settings.redelivery_limit)
+            raise
+        new_id, delay = resent
+        log.warning("message %s from %s: %s; re-sent as %s, due in %ds", message_id, queue, render_error(error),
+                    new_id, int(delay.total_seconds()))
+        return f"transient failure; re-sent as {new_id} in {int(delay.total_seconds())}s"
 
 
 def handle_confirmation(engine: Engine, transport: Transport, body: bytes, message_id: str | None = None) -> str:

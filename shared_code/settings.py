@@ -97,6 +97,8 @@ class Settings(BaseSettings):
     drill_schedule: str | None = Field(default=None, pattern=r"^\S+( \S+){5}$")
     drill_sample: int = Field(default=10, ge=1, le=100_000)
     requeue_after_minutes: int = Field(default=90, ge=1)  # longer than host.json functionTimeout
+    redelivery_limit: int = Field(default=10, ge=0, le=100)
+    redelivery_backoff_seconds: int = Field(default=15, ge=1, le=3600)
 
     @field_validator("drill_schedule", mode="before")
     @classmethod
@@ -172,13 +174,11 @@ class Settings(BaseSettings):
         return self
 
     def database_dsn(self) -> str:
-        """The connection string to use now; with Entra ID auth it carries a fresh token as the password."""
-        dsn = self.database_url.get_secret_value()
-        if self.database_auth == "entra":
-            from .dbauth import with_entra_token
+        """The connection string to use now, with TCP keepalives; with Entra ID auth it carries a fresh token."""
+        from .dbauth import with_entra_token, with_tcp_keepalives
 
-            return with_entra_token(dsn)
-        return dsn
+        dsn = with_tcp_keepalives(self.database_url.get_secret_value())
+        return with_entra_token(dsn) if self.database_auth == "entra" else dsn
 
 
 def _format_errors(error: ValidationError) -> str:

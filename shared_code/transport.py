@@ -12,7 +12,8 @@ import base64
 import json
 import logging
 import os
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -28,9 +29,14 @@ QUEUE_STORAGE_CONNECTION = "ArchiverQueueStorage"
 
 class Transport(Protocol):
     def send_request(self, request: ArchiveRequest, delay: timedelta | None = None) -> None: ...
-    def send_confirmation(self, confirmation: ArchiveConfirmation) -> None: ...
+    def send_requests(self, requests: Sequence[ArchiveRequest]) -> None: ...
+    def send_confirmation(self, confirmation: ArchiveConfirmation, delay: timedelta | None = None) -> None: ...
     def send_poison(self, source_queue: str, body: bytes, reason: str, message_id: str | None) -> None: ...
-    def send_restore(self, request: RestoreRequest) -> None: ...
+    def send_restore(self, request: RestoreRequest, delay: timedelta | None = None) -> None: ...
+
+
+# Messages per Service Bus send: ~1 KiB each, well under the Standard tier's 256 KiB batch.
+SEND_BATCH = 100
 
 
 def _application_properties(message: ArchiveRequest | ArchiveConfirmation) -> dict[str, Any]:
@@ -52,30 +58,40 @@ def _credential(env: Mapping[str, str], prefix: str):
 
 
 class ServiceBusTransport:
-    """Sends with azure-servicebus; deterministic MessageId per job attempt enables duplicate detection."""
+    """Sends with azure-servicebus; deterministic MessageId per job attempt enables duplicate detection.
 
-    def __init__(self, settings: Settings, env: Mapping[str, str] | None = None, client: Any = None) -> None:
+    The SDK's clients and senders are not thread-safe (azure-servicebus README, "Thread safety"), and the Functions
+    worker runs concurrent invocations on a thread pool: each thread gets its own ServiceBusClient and senders.
+    """
+
+    def __init__(self, settings: Settings, env: Mapping[str, str] | None = None,
+                 client_factory: Callable[[], Any] | None = None) -> None:
         self.settings = settings
         self._env = env if env is not None else os.environ
-        self._client = client
+        self._factory = client_factory or self._new_client
+        self._local = threading.local()
+
+    def _new_client(self) -> Any:
+        from azure.servicebus import ServiceBusClient
+
+        conn = self._env.get(SERVICEBUS_CONNECTION)
+        namespace = self._env.get(f"{SERVICEBUS_CONNECTION}__fullyQualifiedNamespace")
+        if conn:
+            return ServiceBusClient.from_connection_string(conn)
+        if namespace:
+            return ServiceBusClient(namespace, _credential(self._env, SERVICEBUS_CONNECTION))
+        raise ConfigError(
+            f"ARCHIVER_TRANSPORT=servicebus needs {SERVICEBUS_CONNECTION}__fullyQualifiedNamespace "
+            f"(managed identity) or {SERVICEBUS_CONNECTION} (a connection string)."
+        )
 
     @property
     def client(self) -> Any:
-        if self._client is None:
-            from azure.servicebus import ServiceBusClient
-
-            conn = self._env.get(SERVICEBUS_CONNECTION)
-            namespace = self._env.get(f"{SERVICEBUS_CONNECTION}__fullyQualifiedNamespace")
-            if conn:
-                self._client = ServiceBusClient.from_connection_string(conn)
-            elif namespace:
-                self._client = ServiceBusClient(namespace, _credential(self._env, SERVICEBUS_CONNECTION))
-            else:
-                raise ConfigError(
-                    f"ARCHIVER_TRANSPORT=servicebus needs {SERVICEBUS_CONNECTION}__fullyQualifiedNamespace "
-                    f"(managed identity) or {SERVICEBUS_CONNECTION} (a connection string)."
-                )
-        return self._client
+        """This thread's client, made on first use."""
+        client = getattr(self._local, "client", None)
+        if client is None:
+            client = self._local.client = self._factory()
+        return client
 
     def _message(self, body: str, message_id: str, properties: dict[str, Any], delay: timedelta | None = None) -> Any:
         from azure.servicebus import ServiceBusMessage
@@ -86,41 +102,60 @@ class ServiceBusTransport:
             message.scheduled_enqueue_time_utc = datetime.now(UTC) + delay
         return message
 
-    def _send(self, queue: str, message: Any) -> None:
+    def _send(self, queue: str, messages: list[Any]) -> None:
+        """One sender link for all of them, in batches of SEND_BATCH messages per transfer."""
         with self.client.get_queue_sender(queue_name=queue) as sender:
-            sender.send_messages(message)
+            for start in range(0, len(messages), SEND_BATCH):
+                sender.send_messages(messages[start:start + SEND_BATCH])
+
+    def _request_message(self, request: ArchiveRequest, delay: timedelta | None = None) -> Any:
+        return self._message(request.to_json(), request.message_id, _application_properties(request), delay)
 
     def send_request(self, request: ArchiveRequest, delay: timedelta | None = None) -> None:
-        self._send(self.settings.requests_queue,
-                   self._message(request.to_json(), request.message_id, _application_properties(request), delay))
+        self._send(self.settings.requests_queue, [self._request_message(request, delay)])
 
-    def send_confirmation(self, confirmation: ArchiveConfirmation) -> None:
-        self._send(self.settings.confirmations_queue,
-                   self._message(confirmation.to_json(), confirmation.message_id, _application_properties(confirmation)))
+    def send_requests(self, requests: Sequence[ArchiveRequest]) -> None:
+        if requests:
+            self._send(self.settings.requests_queue, [self._request_message(r) for r in requests])
 
-    def send_restore(self, request: RestoreRequest) -> None:
+    def send_confirmation(self, confirmation: ArchiveConfirmation, delay: timedelta | None = None) -> None:
+        self._send(self.settings.confirmations_queue, [self._message(
+            confirmation.to_json(), confirmation.message_id, _application_properties(confirmation), delay)])
+
+    def send_restore(self, request: RestoreRequest, delay: timedelta | None = None) -> None:
         """On the requests queue: the archiver function runs restores (they need the same rights and network)."""
         props: dict[str, Any] = {"tsarchive_type": request.type, "tsarchive_version": request.version,
                                  "restore_id": request.restore_id, "table": request.table}
         if request.traceparent:
             props["traceparent"] = props["Diagnostic-Id"] = request.traceparent
-        self._send(self.settings.requests_queue, self._message(request.to_json(), request.message_id, props))
+        self._send(self.settings.requests_queue, [self._message(request.to_json(), request.message_id, props, delay)])
 
     def send_poison(self, source_queue: str, body: bytes, reason: str, message_id: str | None) -> None:
         props = {"reason": reason[:1000], "source_queue": source_queue, "original_message_id": message_id or ""}
         self._send(self.settings.poison_queue,
-                   self._message(body.decode("utf-8", "replace"), f"poison-{message_id or 'unknown'}", props))
+                   [self._message(body.decode("utf-8", "replace"), f"poison-{message_id or 'unknown'}", props)])
+
+
+def _seconds(delay: timedelta | None) -> int | None:
+    """A Storage queue message's initial invisibility: the delay (the service caps it at seven days)."""
+    return min(int(delay.total_seconds()), 7 * 24 * 3600) if delay else None
 
 
 class StorageQueueTransport:
-    """Sends with azure-storage-queue, base64-encoded as the Functions queue trigger expects."""
+    """Sends with azure-storage-queue, base64-encoded as the Functions queue trigger expects. Azure SDK clients
+    built on azure-core are safe to share across threads, so one QueueClient per queue serves the process."""
 
     def __init__(self, settings: Settings, env: Mapping[str, str] | None = None) -> None:
         self.settings = settings
         self._env = env if env is not None else os.environ
         self._clients: dict[str, Any] = {}
+        self._lock = threading.Lock()
 
     def _queue(self, name: str) -> Any:
+        with self._lock:
+            return self._clients[name] if name in self._clients else self._open(name)
+
+    def _open(self, name: str) -> Any:
         if name not in self._clients:
             from azure.core.exceptions import ResourceExistsError
             from azure.storage.queue import QueueClient, TextBase64EncodePolicy
@@ -150,14 +185,18 @@ class StorageQueueTransport:
         return self._clients[name]
 
     def send_request(self, request: ArchiveRequest, delay: timedelta | None = None) -> None:
-        self._queue(self.settings.requests_queue).send_message(
-            request.to_json(), visibility_timeout=int(delay.total_seconds()) if delay else None)
+        self._queue(self.settings.requests_queue).send_message(request.to_json(), visibility_timeout=_seconds(delay))
 
-    def send_confirmation(self, confirmation: ArchiveConfirmation) -> None:
-        self._queue(self.settings.confirmations_queue).send_message(confirmation.to_json())
+    def send_requests(self, requests: Sequence[ArchiveRequest]) -> None:
+        for request in requests:  # the queue service takes one message per call
+            self.send_request(request)
 
-    def send_restore(self, request: RestoreRequest) -> None:
-        self._queue(self.settings.requests_queue).send_message(request.to_json())
+    def send_confirmation(self, confirmation: ArchiveConfirmation, delay: timedelta | None = None) -> None:
+        self._queue(self.settings.confirmations_queue).send_message(confirmation.to_json(),
+                                                                    visibility_timeout=_seconds(delay))
+
+    def send_restore(self, request: RestoreRequest, delay: timedelta | None = None) -> None:
+        self._queue(self.settings.requests_queue).send_message(request.to_json(), visibility_timeout=_seconds(delay))
 
     def send_poison(self, source_queue: str, body: bytes, reason: str, message_id: str | None) -> None:
         envelope = {"reason": reason, "source_queue": source_queue, "original_message_id": message_id,

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import json
 import math
+import select
+import socket
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -114,7 +118,6 @@ def ledger_jobs(dsn: str, schema: str = "archiver"):
 
 def wait_session_gone(dsn: str, pid: int, timeout: float = 10.0) -> None:
     """A closed client's backend exits asynchronously; wait until the server has ended it."""
-    import time
 
     deadline = time.monotonic() + timeout
     with psycopg.connect(dsn, autocommit=True) as conn:
@@ -128,7 +131,6 @@ class CountingListener:
     """A TCP port that accepts and counts connections, then closes them: proof that nothing connected."""
 
     def __init__(self) -> None:
-        import socket
         import threading
 
         self._server = socket.create_server(("127.0.0.1", 0))
@@ -155,3 +157,97 @@ class CountingListener:
         self._stop.set()
         self._thread.join()
         self._server.close()
+
+
+class TcpProxy:
+    """A TCP forwarder to a real server that a test can take down (connections refused, open ones cut) or whose open
+    flows it can freeze (kept open, nothing forwarded: what a load balancer that silently dropped an idle flow looks
+    like) while new connections go through."""
+
+    def __init__(self, upstream_port: int, upstream_host: str = "127.0.0.1") -> None:
+        self.upstream = (upstream_host, upstream_port)
+        self.port = 0
+        self._flows: list = []  # one frozen flag per open connection
+        self.accepted = 0
+        self._lock = threading.Lock()
+        self._sockets: list = []
+        self._server = None
+        self.start()
+
+    def start(self) -> None:
+        import threading
+
+        self._server = socket.create_server(("127.0.0.1", self.port), reuse_port=False)
+        self._server.settimeout(0.2)
+        self.port = self._server.getsockname()[1]
+        self._running = threading.Event()
+        self._running.set()
+        threading.Thread(target=self._accept, args=(self._server, self._running), daemon=True).start()
+
+    def _accept(self, server, running) -> None:
+        import threading
+
+        while running.is_set():
+            try:
+                client, _ = server.accept()
+            except OSError:
+                continue
+            try:
+                upstream = socket.create_connection(self.upstream, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            upstream.settimeout(None)
+            client.settimeout(None)
+            frozen = threading.Event()
+            with self._lock:
+                self.accepted += 1
+                self._sockets += [client, upstream]
+                self._flows.append(frozen)
+            for source, target in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, target, frozen), daemon=True).start()
+
+    def freeze_open_flows(self) -> None:
+        with self._lock:
+            for frozen in self._flows:
+                frozen.set()
+        time.sleep(0.3)  # a pump already past its check forwards what it holds, then stops
+
+    def _pump(self, source, target, frozen) -> None:
+
+        try:
+            while True:
+                if frozen.is_set():
+                    time.sleep(0.05)  # hold the bytes: neither forwarded nor refused
+                    continue
+                if not select.select([source], [], [], 0.1)[0] or frozen.is_set():
+                    continue
+                data = source.recv(65536)
+                if not data:
+                    break
+                target.sendall(data)
+        except (OSError, ValueError):  # ValueError: the socket was closed by stop()
+            pass
+        finally:
+            for sock in (source, target):
+                try:
+                    sock.close()
+                except OSError:
+                    pass
+
+    def stop(self) -> None:
+        """Refuse new connections and cut the open ones, as a database going down does."""
+        self._running.clear()
+        self._server.close()
+        with self._lock:
+            sockets, self._sockets = self._sockets, []
+        for sock in sockets:
+            try:
+
+                sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self.stop()

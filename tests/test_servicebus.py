@@ -41,9 +41,10 @@ class RecordingSender:
     def __exit__(self, *_):
         return False
 
-    def send_messages(self, message):
-        assert isinstance(message, ServiceBusMessage)  # the SDK's own type, as the broker would receive it
-        self.log.append((self.queue, message))
+    def send_messages(self, messages):
+        for message in messages if isinstance(messages, list) else [messages]:
+            assert isinstance(message, ServiceBusMessage)  # the SDK's own type, as the broker would receive it
+            self.log.append((self.queue, message))
 
 
 class RecordingClient:
@@ -63,7 +64,7 @@ def _body(message: ServiceBusMessage) -> dict:
 def test_request_message_at_the_sdk_boundary(monkeypatch):
     monkeypatch.setenv("ARCHIVER_DATABASE_URL", "postgresql://u@h/db")
     client = RecordingClient()
-    transport = ServiceBusTransport(load_settings(), env={}, client=client)
+    transport = ServiceBusTransport(load_settings(), env={}, client_factory=lambda: client)
     with trace.get_tracer("test").start_as_current_span("parent") as parent:
         from shared_code import telemetry
 
@@ -87,7 +88,7 @@ def test_delayed_retry_is_scheduled(monkeypatch):
 
     monkeypatch.setenv("ARCHIVER_DATABASE_URL", "postgresql://u@h/db")
     client = RecordingClient()
-    transport = ServiceBusTransport(load_settings(), env={}, client=client)
+    transport = ServiceBusTransport(load_settings(), env={}, client_factory=lambda: client)
     request = ArchiveRequest(job_id=1, attempt=2, table="t.t", chunk="t.c", requested_at=datetime.now(UTC))
     transport.send_request(request, delay=timedelta(minutes=5))
     (_, message), = client.sent
