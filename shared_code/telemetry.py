@@ -5,6 +5,7 @@ Without APPLICATIONINSIGHTS_CONNECTION_STRING everything still runs, with the AP
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import os
 import threading
@@ -23,11 +24,19 @@ _backlog: dict[str, int] = {}
 _propagator = TraceContextTextMapPropagator()
 
 
+def worker_exports() -> bool:
+    """True inside a Functions worker told to export itself (PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY): it has
+    called configure_azure_monitor and links each invocation to the host's trace; a second exporter here would send
+    every record twice."""
+    return os.environ.get("PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY", "").strip().lower() in ("true", "1")
+
+
 def configure() -> bool:
-    """Send traces, metrics and logs to Application Insights when a connection string is set; idempotent."""
+    """Send traces, metrics and logs to Application Insights when a connection string is set and nobody else does
+    (the CLI, or a worker without PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY); idempotent."""
     global _configured
     with _lock:
-        if _configured or not os.environ.get("APPLICATIONINSIGHTS_CONNECTION_STRING"):
+        if _configured or worker_exports() or not os.environ.get("APPLICATIONINSIGHTS_CONNECTION_STRING"):
             return _configured
         from azure.monitor.opentelemetry import configure_azure_monitor
 
@@ -87,11 +96,17 @@ _meter.create_observable_gauge("tsarchive.oldest_due.age", callbacks=[_observe_o
                                description="Age of the oldest chunk due and not yet archived, from its range end")
 
 
+# The trace a message carried, when the invocation already has a parent (the worker's): linked, not adopted.
+_message_link: contextvars.ContextVar[trace.SpanContext | None] = contextvars.ContextVar("tsarchive_link", default=None)
+
+
 @contextmanager
 def span(name: str, **attributes: Any) -> Iterator[trace.Span]:
     """A span named tsarchive.<name>; exceptions are recorded on it."""
     clean = {k: v for k, v in attributes.items() if v is not None}
-    with tracer.start_as_current_span(f"tsarchive.{name}", attributes=clean) as current:
+    linked = _message_link.get()
+    links = [trace.Link(linked)] if linked is not None else None
+    with tracer.start_as_current_span(f"tsarchive.{name}", attributes=clean, links=links) as current:
         yield current
 
 
@@ -104,12 +119,23 @@ def inject() -> str | None:
 
 @contextmanager
 def continued(traceparent: str | None) -> Iterator[None]:
-    """Continue the trace a message carried."""
+    """Continue the trace a message carried. Inside an invocation the worker already parented on the host's trigger
+    span (which, for Service Bus, read the same traceparent from Diagnostic-Id), the message's trace becomes a link
+    of the next span instead, so the invocation's tree stays whole."""
     if not traceparent:
         yield
         return
-    token = otel_context.attach(_propagator.extract({"traceparent": traceparent}))
+    carried = _propagator.extract({"traceparent": traceparent})
+    if trace.get_current_span().get_span_context().is_valid:
+        message = trace.get_current_span(carried).get_span_context()
+        token = _message_link.set(message if message.is_valid else None)
+        try:
+            yield
+        finally:
+            _message_link.reset(token)
+        return
+    attached = otel_context.attach(carried)
     try:
         yield
     finally:
-        otel_context.detach(token)
+        otel_context.detach(attached)

@@ -3,6 +3,7 @@ and the real azure.functions ServiceBusMessage driving the triggers."""
 
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -167,3 +168,45 @@ def test_malformed_servicebus_message_is_forwarded_with_reason(monkeypatch, pg_d
     props = {k.decode() if isinstance(k, bytes) else k: v for k, v in message.application_properties.items()}
     reason = props["reason"].decode() if isinstance(props["reason"], bytes) else props["reason"]
     assert "unsupported" in reason and "version 2" in reason
+
+
+def test_inside_an_exporting_worker_the_app_configures_no_second_exporter(monkeypatch):
+    import azure.monitor.opentelemetry as distro
+
+    from shared_code import telemetry
+
+    calls = []
+    monkeypatch.setattr(distro, "configure_azure_monitor", lambda **kwargs: calls.append(kwargs))
+    monkeypatch.setattr(telemetry, "_configured", False)
+    monkeypatch.setenv("APPLICATIONINSIGHTS_CONNECTION_STRING", "InstrumentationKey=00000000-0000-0000-0000-000000000000")
+    monkeypatch.setenv("PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY", "true")
+    assert telemetry.configure() is False and calls == []  # the worker exports: a second exporter doubles every record
+    monkeypatch.delenv("PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY")
+    assert telemetry.configure() is True and [c["logger_name"] for c in calls] == ["tsarchive"]  # the CLI's case
+    monkeypatch.setattr(telemetry, "_configured", False)
+    host = json.loads((Path(__file__).resolve().parent.parent / "host.json").read_text())
+    assert host["telemetryMode"] == "OpenTelemetry"
+    app = (Path(__file__).resolve().parent.parent / "infra" / "modules" / "function-app.bicep").read_text()
+    assert "PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY: 'true'" in app
+
+
+def test_spans_stay_in_the_invocation_and_link_the_message_trace():
+    from shared_code import telemetry
+
+    _EXPORTER.clear()
+    tracer = trace.get_tracer("test")
+    with tracer.start_as_current_span("planner-run") as planner:
+        carried = telemetry.inject()
+    # the worker attaches an invocation span per invocation; the handler's spans must stay under it
+    with tracer.start_as_current_span("worker-invocation") as invocation, telemetry.continued(carried), \
+            telemetry.span("archive", job_id=1):
+        pass
+    (archive,) = [s for s in _EXPORTER.get_finished_spans() if s.name == "tsarchive.archive"]
+    assert archive.parent.span_id == invocation.get_span_context().span_id
+    assert archive.context.trace_id == invocation.get_span_context().trace_id
+    assert [link.context.span_id for link in archive.links] == [planner.get_span_context().span_id]
+    _EXPORTER.clear()
+    with telemetry.continued(carried), telemetry.span("drop", job_id=1):  # no invocation context (CLI, tests)
+        pass
+    (drop,) = _EXPORTER.get_finished_spans()
+    assert drop.context.trace_id == planner.get_span_context().trace_id and not drop.links

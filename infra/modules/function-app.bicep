@@ -38,6 +38,10 @@ var runtimeSettings = {
   AzureWebJobsStorage__clientId: identityClientId
   APPLICATIONINSIGHTS_CONNECTION_STRING: appInsightsConnectionString
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'
+  // host.json telemetryMode OpenTelemetry: the worker exports (configure_azure_monitor, with the identity above) and
+  // parents each invocation on the host's span; the app then exports nothing itself (shared_code/telemetry.py).
+  PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY: 'true'
+  PYTHON_APPLICATIONINSIGHTS_LOGGER_NAME: 'tsarchive'
   AZURE_CLIENT_ID: identityClientId
 }
 
