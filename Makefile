@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export TSARCHIVE_PG_PORT ?= 55432
 export TSARCHIVE_TSDB_PORT ?= 55433
 
-.PHONY: setup services services-stop demo test test-dates reliability lint bench bench-smoke tsdb-native clean
+.PHONY: setup services services-stop demo test package test-dates reliability lint bench bench-smoke tsdb-native clean
 
 CHECKOV := .venv-checkov/bin/checkov
 
@@ -23,10 +23,10 @@ postgres-apt:
 	  echo "PostgreSQL 15 is missing: run 'sudo apt-get install -y postgresql-15' and re-run make setup" >&2; exit 1; \
 	fi
 
-$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+$(STAMP): requirements.txt requirements-cli.txt requirements-dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/pip install -q -r requirements.txt -r requirements-dev.txt
+	$(BIN)/pip install -q -r requirements.txt -r requirements-cli.txt -r requirements-dev.txt
 	$(BIN)/pip install -q --no-deps -e .
 	touch $@
 
@@ -62,6 +62,10 @@ test-dates: services
 	@for d in $(DATES); do echo "== TSARCHIVE_TEST_NOW=$$d"; \
 	  TSARCHIVE_TEST_NOW=$$d $(BIN)/python -m pytest -q tests/test_timescale.py tests/test_partitions_pg.py \
 	    tests/test_safety_pg.py tests/test_planning.py tests/test_delta_lake.py || exit 1; done
+
+# The function app's packages built here for Linux (.python_packages), for `func azure functionapp publish <app> --no-build`.
+package: $(STAMP)
+	@bash tools/package.sh
 
 # Native TimescaleDB for PostgreSQL 15, built from source (root, about 5 minutes, once); `make services` then starts it.
 tsdb-native:
