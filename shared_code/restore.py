@@ -635,6 +635,25 @@ def _restore_range(engine: Engine, table: str, start: datetime | int | None, end
     return result
 
 
+def restore_estimate(engine: Engine, table: str, start: datetime | int | None, end: datetime | int | None
+                     ) -> dict[str, Any]:
+    """What a restore of [start, end) would touch, from the ledger alone (no file is read): fast enough for an HTTP
+    answer at any range. Rows are exact for chunks wholly inside the range, an upper bound for the two at its ends;
+    `tsarchive restore --dry-run` (or the queued restore itself) checks every file and counts exactly."""
+    engine.init()
+    jobs = _jobs_for(engine, table, start, end)
+    chunks = []
+    for job in jobs:
+        inside = (start is None or (job.range_start is not None and job.range_start >= start)) and \
+                 (end is None or (job.range_end is not None and job.range_end <= end))  # type: ignore[operator]
+        chunks.append({"job_id": job.id, "chunk": job.chunk_name, "rows": job.row_count or 0,
+                       "rows_exact": bool(inside), "bytes": job.byte_count or 0, "state": str(job.state)})
+    return {"table": table, "range_from": _iso(start), "range_to": _iso(end), "dry_run": True, "estimate": True,
+            "chunks": chunks, "rows_at_most": sum(c["rows"] for c in chunks),
+            "bytes": sum(c["bytes"] for c in chunks),
+            "note": "from the ledger; files are checked and rows counted exactly when the restore runs"}
+
+
 def _iso(value: datetime | int | None) -> str | None:
     return None if value is None else str(value) if isinstance(value, int) else value.isoformat()
 

@@ -31,10 +31,11 @@ class EnqueueResult:
     planned: list[dict[str, Any]] = field(default_factory=list)
     enqueued: list[dict[str, Any]] = field(default_factory=list)
     skipped_in_flight: int = 0
+    remaining: int = 0  # due and sendable, left for another call or the next planner run (the limit was reached)
 
     def as_dict(self) -> dict[str, Any]:
         return {"dry_run": self.dry_run, "planned": self.planned, "enqueued": self.enqueued,
-                "skipped_in_flight": self.skipped_in_flight}
+                "skipped_in_flight": self.skipped_in_flight, "remaining": self.remaining}
 
 
 def _request(job: Job, sequence: int, reason: str) -> ArchiveRequest:
@@ -43,14 +44,15 @@ def _request(job: Job, sequence: int, reason: str) -> ArchiveRequest:
 
 
 def plan_and_enqueue(engine: Engine, transport: Transport, *, hypertable: str | None = None,
-                     older_than: datetime | None = None, dry_run: bool = False, reason: str = "scheduled") -> EnqueueResult:
-    """Plan, record jobs, send one request per due chunk; chunks already in flight are skipped."""
+                     older_than: datetime | None = None, dry_run: bool = False, reason: str = "scheduled",
+                     limit: int | None = None) -> EnqueueResult:
+    """Plan, record jobs, send one request per due chunk (at most `limit`); chunks already in flight are skipped."""
     with telemetry.span("planner", hypertable=hypertable, dry_run=dry_run, reason=reason):
-        return _plan_and_enqueue(engine, transport, hypertable, older_than, dry_run, reason)
+        return _plan_and_enqueue(engine, transport, hypertable, older_than, dry_run, reason, limit)
 
 
 def _plan_and_enqueue(engine: Engine, transport: Transport, hypertable: str | None, older_than: datetime | None,
-                      dry_run: bool, reason: str) -> EnqueueResult:
+                      dry_run: bool, reason: str, limit: int | None) -> EnqueueResult:
     entries = engine.plan(hypertable, older_than)
     due = [e for e in entries if e.decision in (Decision.DUE, Decision.BLOCKED)]
     result = EnqueueResult(dry_run=dry_run, planned=[plan_entry_dict(e) for e in due])
@@ -66,6 +68,9 @@ def _plan_and_enqueue(engine: Engine, transport: Transport, hypertable: str | No
         candidates = [j for j in candidates if isinstance(j.range_end, datetime) and j.range_end <= older_than]
     due_ids = {j.id for j in recorded if j.state != JobState.BLOCKED}
     result.skipped_in_flight = len(due_ids - {j.id for j in candidates})
+    if limit is not None and len(candidates) > limit:
+        result.remaining = len(candidates) - limit
+        candidates = candidates[:limit]
     for start in range(0, len(candidates), SEND_BATCH):
         batch: list[ArchiveRequest] = []
         for job in candidates[start:start + SEND_BATCH]:

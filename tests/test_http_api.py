@@ -50,6 +50,20 @@ def test_trigger_archival_dry_run_then_real(http):
     assert status == 202 and again["enqueued"] == [] and again["skipped_in_flight"] == len(http["due"])
 
 
+def test_trigger_archival_sends_at_most_its_limit_per_call(http, monkeypatch):
+    from shared_code import api
+
+    monkeypatch.setattr(api, "HTTP_ENQUEUE_LIMIT", 1)  # 1,000 in production: bounded well under the 230 s HTTP limit
+    call, due = http["call"], http["due"]
+    assert len(due) >= 2
+    status, body = call("trigger_archival", "POST", body=b"")
+    assert status == 202 and len(body["enqueued"]) == 1 and body["remaining"] == len(due) - 1
+    status, body = call("trigger_archival", "POST", body=b"")  # the next call goes on where the first stopped
+    assert len(body["enqueued"]) == 1 and body["skipped_in_flight"] == 1 and body["remaining"] == len(due) - 2
+    sent = drain(AZURITE_CONNECTION_STRING, http["queues"]["ARCHIVER_REQUESTS_QUEUE"])
+    assert len({json.loads(m.get_body())["job_id"] for m in sent}) == len(sent) == 2
+
+
 def test_trigger_archival_older_than_limits_the_chunks(http):
     status, body = http["call"]("trigger_archival", "POST", body=b'{"older_than": "2000-01-01T00:00:00Z"}')
     assert status == 202 and body["enqueued"] == []
