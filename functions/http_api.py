@@ -73,7 +73,14 @@ def trigger_archival(req: func.HttpRequest) -> func.HttpResponse:
 @bp.function_name("verify_archives")
 @bp.route(route="archival/verify", methods=["POST"])
 def verify_archives(req: func.HttpRequest) -> func.HttpResponse:
-    return _handle(_with_engine(req, lambda e, s, body: api.run_drill(e, body)))
+    return _handle(_with_engine(req, lambda e, s, body: api.run_drill(e, runtime.transport(s), body)))
+
+
+@bp.function_name("drill_status")
+@bp.route(route="archival/drills/{id}", methods=["GET"])
+def drill_status(req: func.HttpRequest) -> func.HttpResponse:
+    drill_id = req.route_params.get("id", "")
+    return _handle(_with_engine(req, lambda e, s, body: api.drill_status(e, drill_id)))
 
 
 @bp.function_name("restore_archive")

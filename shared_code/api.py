@@ -10,7 +10,7 @@ from typing import Any
 from .engine import Engine
 from .errors import ArchiverError, JobStateError, render_error
 from .ledger import JobState
-from .service import plan_and_enqueue, request_restore, retry_job
+from .service import plan_and_enqueue, request_drill, request_restore, retry_job
 from .transport import Transport
 
 MAX_PAGE = 500
@@ -185,8 +185,9 @@ def restores(engine: Engine, params: dict[str, str]) -> ApiResponse:
     return ApiResponse(200, {"restores": engine.ledger.restore_records(limit=limit)})
 
 
-def run_drill(engine: Engine, raw: bytes) -> ApiResponse:
-    """POST /archival/verify: the recovery drill on a sample ({"sample": N}, default ARCHIVER_DRILL_SAMPLE)."""
+def run_drill(engine: Engine, transport: Transport, raw: bytes) -> ApiResponse:
+    """POST /archival/verify: queue the recovery drill on a sample ({"sample": N}, default ARCHIVER_DRILL_SAMPLE);
+    202 with the drill's status URL. Reading back archives can outlast an HTTP answer's 230 s, so the archiver runs it."""
     body = _json_object(raw)
     unknown = sorted(set(body) - {"sample", "hypertable"})
     if unknown:
@@ -197,10 +198,18 @@ def run_drill(engine: Engine, raw: bytes) -> ApiResponse:
     table = body.get("hypertable")
     if table is not None and (not isinstance(table, str) or not table.strip()):
         raise BadRequest("hypertable must be a non-empty string such as public.metrics")
+    drill_id = request_drill(engine, transport, sample=sample, table=table, requested_by="http")
+    return ApiResponse(202, {"drill_id": drill_id, "state": "queued", "status": f"/api/archival/drills/{drill_id}"})
+
+
+def drill_status(engine: Engine, drill_id: str) -> ApiResponse:
+    try:
+        number = int(drill_id)
+    except ValueError:
+        raise BadRequest(f"drill id must be an integer, got {drill_id!r}") from None
     engine.init()
-    results = engine.drill(sample, table=table)
-    failed = [r.as_dict() for r in results if r.outcome != "done"]
-    return ApiResponse(200, {"checked": len(results), "failed": len(failed), "problems": failed})
+    record = engine.ledger.drill_record(number)
+    return ApiResponse(200, record) if record else error(404, f"drill {number} does not exist")
 
 
 def archival_events(engine: Engine, params: dict[str, str]) -> ApiResponse:

@@ -454,12 +454,16 @@ class Engine:
         """Problems with a job's archive; empty when its files match the ledger and are live in the Delta table."""
         return self.checker().problems(job, checksum=checksum)
 
-    def drill(self, sample: int | None = None, table: str | None = None) -> list[StepResult]:
-        """The recovery drill: verify --deep on every archive (or a random sample), recorded in the ledger."""
+    def drill(self, sample: int | None = None, table: str | None = None, drill_id: int | None = None) -> list[StepResult]:
+        """The recovery drill: verify --deep on every archive (or a random sample), recorded in the ledger (as drill
+        `drill_id` when it was queued)."""
         results = self.verify(table=table, deep=True, sample=sample)
         failed = [r for r in results if r.outcome != "done"]
-        self.ledger.record_drill(len(results), [{"job_id": r.job_id, "chunk": r.chunk, "problem": r.detail}
-                                                for r in failed])
+        problems = [{"job_id": r.job_id, "chunk": r.chunk, "problem": r.detail} for r in failed]
+        if drill_id is None:
+            self.ledger.record_drill(len(results), problems)
+        else:
+            self.ledger.finish_drill(drill_id, len(results), problems)
         telemetry.drill_checked.add(len(results))
         telemetry.drill_failed.add(len(failed))
         return results

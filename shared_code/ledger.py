@@ -116,6 +116,16 @@ _MIGRATIONS: list[str] = [
     """
     ALTER TABLE {schema}.jobs ADD COLUMN IF NOT EXISTS terminal boolean NOT NULL DEFAULT false;
     """,
+    # 8: drills queued over HTTP (run by the archiver function): asked for, running, done or failed
+    """
+    ALTER TABLE {schema}.drills ADD COLUMN IF NOT EXISTS state text NOT NULL DEFAULT 'done'
+        CHECK (state IN ('queued', 'running', 'done', 'failed'));
+    ALTER TABLE {schema}.drills ADD COLUMN IF NOT EXISTS sample integer;
+    ALTER TABLE {schema}.drills ADD COLUMN IF NOT EXISTS table_name text;
+    ALTER TABLE {schema}.drills ADD COLUMN IF NOT EXISTS requested_by text;
+    ALTER TABLE {schema}.drills ADD COLUMN IF NOT EXISTS error text;
+    ALTER TABLE {schema}.drills ALTER COLUMN checked SET DEFAULT 0, ALTER COLUMN failed SET DEFAULT 0;
+    """,
 ]
 
 
@@ -383,10 +393,41 @@ class Ledger:
         self.conn.execute(sql.SQL("INSERT INTO {}.drills (checked, failed, problems) VALUES (%s, %s, %s)").format(
             sql.Identifier(self.schema)), (checked, len(problems), json.dumps(problems)))
 
+    def open_drill(self, sample: int, table: str | None, requested_by: str) -> int:
+        """Record a drill asked for over HTTP, queued for the archiver function; its id."""
+        row = self.conn.execute(sql.SQL(
+            "INSERT INTO {}.drills (state, sample, table_name, requested_by) VALUES ('queued', %s, %s, %s) RETURNING id"
+        ).format(sql.Identifier(self.schema)), (sample, table, requested_by)).fetchone()
+        assert row is not None
+        return int(row[0])
+
+    def start_drill(self, drill_id: int) -> str | None:
+        """queued (or running, redelivered after its worker died) -> running; the state it left, None if finished."""
+        row = self.conn.execute(sql.SQL(
+            "UPDATE {0}.drills d SET state = 'running', ran_at = now() FROM {0}.drills old "
+            "WHERE d.id = %s AND old.id = d.id AND d.state IN ('queued', 'running') RETURNING old.state").format(
+            sql.Identifier(self.schema)), (drill_id,)).fetchone()
+        return str(row[0]) if row else None
+
+    def finish_drill(self, drill_id: int, checked: int, problems: list[dict[str, Any]]) -> None:
+        self.conn.execute(sql.SQL(
+            "UPDATE {}.drills SET state = 'done', checked = %s, failed = %s, problems = %s, error = NULL, ran_at = now() "
+            "WHERE id = %s").format(sql.Identifier(self.schema)), (checked, len(problems), json.dumps(problems), drill_id))
+
+    def fail_drill(self, drill_id: int, message: str) -> None:
+        self.conn.execute(sql.SQL("UPDATE {}.drills SET state = 'failed', error = %s WHERE id = %s").format(
+            sql.Identifier(self.schema)), (message, drill_id))
+
+    def drill_record(self, drill_id: int) -> dict[str, Any] | None:
+        with self.conn.cursor(row_factory=dict_row) as cur:
+            row = cur.execute(sql.SQL("SELECT * FROM {}.drills WHERE id = %s").format(sql.Identifier(self.schema)),
+                              (drill_id,)).fetchone()
+        return None if row is None else {k: v.isoformat() if isinstance(v, datetime) else v for k, v in row.items()}
+
     def last_drill(self) -> dict[str, Any] | None:
         with self.conn.cursor(row_factory=dict_row) as cur:
-            row = cur.execute(sql.SQL("SELECT ran_at, checked, failed, problems FROM {}.drills ORDER BY id DESC LIMIT 1")
-                              .format(sql.Identifier(self.schema))).fetchone()
+            row = cur.execute(sql.SQL("SELECT ran_at, checked, failed, problems FROM {}.drills WHERE state = 'done' "
+                                      "ORDER BY id DESC LIMIT 1").format(sql.Identifier(self.schema))).fetchone()
         if row is None:
             return None
         return {"ran_at": row["ran_at"].isoformat(), "checked": row["checked"], "failed": row["failed"],

@@ -13,6 +13,7 @@ from .errors import ArchiverError
 REQUEST_TYPE = "tsarchive.archive-request"
 CONFIRMATION_TYPE = "tsarchive.archive-confirmation"
 RESTORE_TYPE = "tsarchive.restore-request"
+DRILL_TYPE = "tsarchive.drill-request"
 SCHEMA_VERSION = 1
 CONTENT_TYPE = "application/json"
 
@@ -90,8 +91,22 @@ class RestoreRequest(_Envelope):
         return self._id(f"tsarchive-restore-{self.restore_id}")
 
 
+class DrillRequest(_Envelope):
+    """Run the recovery drill recorded as drill `drill_id` in the ledger, on `sample` archives (of `table`)."""
+
+    type: Literal["tsarchive.drill-request"] = DRILL_TYPE
+    drill_id: int = Field(ge=1)
+    sample: int = Field(ge=1, le=100_000)
+    table: str | None = Field(default=None, min_length=1, max_length=300)
+    requested_at: datetime
+
+    @property
+    def message_id(self) -> str:
+        return self._id(f"tsarchive-drill-{self.drill_id}")
+
+
 _KINDS: dict[str, type[_Envelope]] = {REQUEST_TYPE: ArchiveRequest, CONFIRMATION_TYPE: ArchiveConfirmation,
-                                      RESTORE_TYPE: RestoreRequest}
+                                      RESTORE_TYPE: RestoreRequest, DRILL_TYPE: DrillRequest}
 
 
 def parse(body: bytes | str, expect: type[_Envelope] | tuple[type[_Envelope], ...]) -> Any:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from .messages import ArchiveConfirmation, ArchiveRequest, MessageError, RestoreRequest, parse
+from .messages import ArchiveConfirmation, ArchiveRequest, DrillRequest, MessageError, RestoreRequest, parse
 from .settings import Settings
 from .transport import Transport
 
@@ -27,7 +27,7 @@ def resend_later(settings: Settings, transport: Transport, body: bytes) -> tuple
     """Re-send a message with a delay: its new message id and the delay, or None when it must not be re-sent (its
     budget is spent, or it is not one of ours: that is for the handler to poison once it can run)."""
     try:
-        message = parse(body, (ArchiveRequest, ArchiveConfirmation, RestoreRequest))
+        message = parse(body, (ArchiveRequest, ArchiveConfirmation, RestoreRequest, DrillRequest))
     except MessageError:
         return None
     if message.redelivery >= settings.redelivery_limit:
@@ -38,6 +38,8 @@ def resend_later(settings: Settings, transport: Transport, body: bytes) -> tuple
         transport.send_request(again, delay=delay)
     elif isinstance(again, ArchiveConfirmation):
         transport.send_confirmation(again, delay=delay)
+    elif isinstance(again, DrillRequest):
+        transport.send_drill(again, delay=delay)
     else:
         transport.send_restore(again, delay=delay)
     return again.message_id, delay

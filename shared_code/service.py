@@ -16,7 +16,16 @@ from . import telemetry
 from .engine import Engine, plan_entry_dict, retry_delay
 from .errors import ArchiverError, is_transient, render_error
 from .ledger import Job, JobState
-from .messages import RESTORE_TYPE, ArchiveConfirmation, ArchiveRequest, MessageError, RestoreRequest, parse
+from .messages import (
+    DRILL_TYPE,
+    RESTORE_TYPE,
+    ArchiveConfirmation,
+    ArchiveRequest,
+    DrillRequest,
+    MessageError,
+    RestoreRequest,
+    parse,
+)
 from .planning import Decision
 from .redelivery import resend_later
 from .settings import Settings
@@ -132,13 +141,15 @@ def handle_request(engine: Engine, transport: Transport, body: bytes, message_id
 
 
 def handle_archiver_message(engine: Engine, transport: Transport, body: bytes, message_id: str | None = None) -> str:
-    """The requests queue carries archive requests and restore requests."""
+    """The requests queue carries archive requests, restore requests and drill requests."""
     try:
         kind = json.loads(body).get("type")
     except (ValueError, UnicodeDecodeError, AttributeError):
         kind = None
     if kind == RESTORE_TYPE:
         return handle_restore(engine, transport, body, message_id)
+    if kind == DRILL_TYPE:
+        return handle_drill(engine, transport, body, message_id)
     return handle_request(engine, transport, body, message_id)
 
 
@@ -192,6 +203,46 @@ def handle_restore(engine: Engine, transport: Transport, body: bytes, message_id
         return "restored"
 
 
+def request_drill(engine: Engine, transport: Transport, *, sample: int, table: str | None, requested_by: str) -> int:
+    """Record a drill as queued and send it to the archiver; its id (GET /api/archival/drills/{id})."""
+    engine.init()
+    drill_id = engine.ledger.open_drill(sample, table, requested_by)
+    request = DrillRequest(drill_id=drill_id, sample=sample, table=table, requested_at=datetime.now(UTC),
+                           traceparent=telemetry.inject())
+    try:
+        transport.send_drill(request)
+    except Exception as error:
+        engine.ledger.fail_drill(drill_id, f"could not be queued: {render_error(error)}")
+        raise
+    return drill_id
+
+
+def handle_drill(engine: Engine, transport: Transport, body: bytes, message_id: str | None = None) -> str:
+    """Run a queued drill once; a redelivery after its worker died runs it again (a drill only reads)."""
+    try:
+        request = parse(body, DrillRequest)
+    except MessageError as error:
+        return _poison(transport, engine.settings.requests_queue, body, error, message_id)
+    engine.init()
+    if engine.ledger.drill_record(request.drill_id) is None:
+        return _poison(transport, engine.settings.requests_queue, body,
+                       MessageError(f"drill {request.drill_id} is not in the ledger"), message_id)
+    if engine.ledger.start_drill(request.drill_id) is None:
+        return "drill already finished"
+    with telemetry.continued(request.traceparent), telemetry.span("drill", drill_id=request.drill_id):
+        try:
+            results = engine.drill(request.sample, table=request.table, drill_id=request.drill_id)
+        except (ArchiverError, psycopg.Error) as error:
+            if is_transient(error):
+                raise
+            engine.ledger.fail_drill(request.drill_id, render_error(error))
+            return "drill failed"
+    failed = [r for r in results if r.outcome != "done"]
+    for result in failed:
+        log.error("drill %s: job %s %s: %s", request.drill_id, result.job_id, result.chunk, result.detail)
+    return f"drill: {len(results)} checked, {len(failed)} failed"
+
+
 Handler = Callable[[Engine, Transport, bytes, str | None], str]
 
 
@@ -200,7 +251,8 @@ def run_queued(settings: Settings, transport: Transport, queue: str, body: bytes
     """One queue-triggered invocation: a message that is not ours is poisoned without touching the database; a
     transient failure (database, lake or broker unreachable) re-sends the message with backoff and ends normally, so
     the broker neither redelivers it at once nor dead-letters it. Anything else, or a spent budget, is raised."""
-    kinds = (ArchiveConfirmation,) if queue == settings.confirmations_queue else (ArchiveRequest, RestoreRequest)
+    kinds = (ArchiveConfirmation,) if queue == settings.confirmations_queue else (ArchiveRequest, RestoreRequest,
+                                                                                DrillRequest)
     try:
         parse(body, kinds)
     except MessageError as error:

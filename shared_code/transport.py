@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from .errors import ConfigError
-from .messages import CONTENT_TYPE, ArchiveConfirmation, ArchiveRequest, RestoreRequest
+from .messages import CONTENT_TYPE, ArchiveConfirmation, ArchiveRequest, DrillRequest, RestoreRequest
 from .settings import Settings
 
 log = logging.getLogger("tsarchive")
@@ -33,6 +33,7 @@ class Transport(Protocol):
     def send_confirmation(self, confirmation: ArchiveConfirmation, delay: timedelta | None = None) -> None: ...
     def send_poison(self, source_queue: str, body: bytes, reason: str, message_id: str | None) -> None: ...
     def send_restore(self, request: RestoreRequest, delay: timedelta | None = None) -> None: ...
+    def send_drill(self, request: DrillRequest, delay: timedelta | None = None) -> None: ...
 
 
 # Messages per Service Bus send: ~1 KiB each, well under the Standard tier's 256 KiB batch.
@@ -124,8 +125,14 @@ class ServiceBusTransport:
 
     def send_restore(self, request: RestoreRequest, delay: timedelta | None = None) -> None:
         """On the requests queue: the archiver function runs restores (they need the same rights and network)."""
-        props: dict[str, Any] = {"tsarchive_type": request.type, "tsarchive_version": request.version,
-                                 "restore_id": request.restore_id, "table": request.table}
+        self._send_work(request, {"restore_id": request.restore_id, "table": request.table}, delay)
+
+    def send_drill(self, request: DrillRequest, delay: timedelta | None = None) -> None:
+        """On the requests queue: the archiver function runs queued drills (reading back archives is long work)."""
+        self._send_work(request, {"drill_id": request.drill_id, "table": request.table or ""}, delay)
+
+    def _send_work(self, request: RestoreRequest | DrillRequest, ids: dict[str, Any], delay: timedelta | None) -> None:
+        props: dict[str, Any] = {"tsarchive_type": request.type, "tsarchive_version": request.version, **ids}
         if request.traceparent:
             props["traceparent"] = props["Diagnostic-Id"] = request.traceparent
         self._send(self.settings.requests_queue, [self._message(request.to_json(), request.message_id, props, delay)])
@@ -196,6 +203,9 @@ class StorageQueueTransport:
                                                                     visibility_timeout=_seconds(delay))
 
     def send_restore(self, request: RestoreRequest, delay: timedelta | None = None) -> None:
+        self._queue(self.settings.requests_queue).send_message(request.to_json(), visibility_timeout=_seconds(delay))
+
+    def send_drill(self, request: DrillRequest, delay: timedelta | None = None) -> None:
         self._queue(self.settings.requests_queue).send_message(request.to_json(), visibility_timeout=_seconds(delay))
 
     def send_poison(self, source_queue: str, body: bytes, reason: str, message_id: str | None) -> None:

@@ -180,15 +180,33 @@ def test_recovery_drill_route_timer_and_status(http, monkeypatch, tmp_path):
     with engine_for(http["dsn"], tmp_path / "lake", partitioned_tables=["public.events"]) as engine:
         assert not engine.run().failed
         victim = engine.ledger.all_jobs()[0]
-    status, body = call("verify_archives", "POST", body=b'{"sample": 2}')
-    assert status == 200 and (body["checked"], body["failed"]) == (2, 0)
+    requests = http["queues"]["ARCHIVER_REQUESTS_QUEUE"]
+
+    def drill(payload: bytes) -> dict:
+        """POST answers 202 at once; the archiver function runs the queued drill; GET shows its outcome."""
+        status, queued = call("verify_archives", "POST", body=payload)
+        assert status == 202 and queued["state"] == "queued" and queued["status"].endswith(f"/{queued['drill_id']}")
+        status, record = call("drill_status", route_params={"id": str(queued["drill_id"])})
+        assert status == 200 and record["state"] == "queued"
+        (message,) = drain(AZURITE_CONNECTION_STRING, requests)
+        assert json.loads(message.get_body())["type"] == "tsarchive.drill-request"
+        user_function(http["functions"], "archiver")(message)
+        user_function(http["functions"], "archiver")(message)  # a duplicate delivery: finished, not run again
+        status, record = call("drill_status", route_params={"id": str(queued["drill_id"])})
+        assert status == 200 and record["state"] == "done"
+        return record
+
+    record = drill(b'{"sample": 2}')
+    assert (record["checked"], record["failed"]) == (2, 0)
     for payload, fragment in [(b'{"sample": 0}', "between 1 and"), (b'{"sample": "x"}', "integer"), (b"[1]", "object"),
                               (b"{", "must be JSON"), (b'{"hypertable": ""}', "non-empty")]:
         status, body = call("verify_archives", "POST", body=payload)
         assert status == 400 and fragment in body["error"], (payload, body)
+    assert call("drill_status", route_params={"id": "999"})[0] == 404
+    assert call("drill_status", route_params={"id": "x"})[0] == 400
     (tmp_path / "lake" / victim.lake_paths[0]).write_bytes(b"not parquet")
-    status, body = call("verify_archives", "POST", body=b'{"sample": 1000}')
-    assert status == 200 and body["failed"] == 1 and body["problems"][0]["job_id"] == victim.id
+    record = drill(b'{"sample": 1000}')
+    assert record["failed"] == 1 and record["problems"][0]["job_id"] == victim.id
     status, body = call("archival_status")
     assert body["last_drill"]["failed"] == 1 and body["last_drill"]["checked"] == len(http["due"])
 
