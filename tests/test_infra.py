@@ -342,3 +342,12 @@ def test_funcignore_excludes_every_local_folder_and_keeps_the_app(tmp_path):
            ".python_packages/lib/site-packages/psycopg/__init__.py"]
     (tmp_path / "app").mkdir()
     assert _ignored_by(ROOT / ".funcignore", app, tmp_path / "app") == set()
+
+
+def test_service_bus_scaling_reads_queues_through_a_custom_role_not_data_owner(parsed):
+    (_, role), = resources_of_type(parsed, "Microsoft.Authorization/roleDefinitions")
+    (permissions,) = role["properties"]["permissions"]
+    assert sorted(permissions["actions"]) == ["Microsoft.ServiceBus/namespaces/queues/read", "Microsoft.ServiceBus/namespaces/read"]
+    assert permissions["dataActions"] == [] and all(a.endswith("/read") for a in permissions["actions"])
+    text = (INFRA / "modules" / "roles.bicep").read_text()
+    assert "roleDefinitionId: queueReaderRole.id" in text

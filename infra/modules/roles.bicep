@@ -90,6 +90,35 @@ resource busSender 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!e
   }
 }
 
+// The scale controller sizes Flex per-function scaling from the queue length; with Data Receiver alone it cannot read
+// the queues and falls back to peek-based estimates (Azure/Azure-Functions#2379). A custom role with the namespace's
+// read actions, and nothing else, avoids Data Owner (which could also delete queues and send as anyone).
+resource queueReaderRole 'Microsoft.Authorization/roleDefinitions@2022-04-01' = if (!empty(serviceBusName)) {
+  name: guid(resourceGroup().id, 'tsarchive-servicebus-queue-reader')
+  properties: {
+    roleName: 'tsarchive Service Bus queue reader (${resourceGroup().name})'
+    description: 'Read a Service Bus namespace and its queues (lengths for scaling); no data access, no writes.'
+    type: 'CustomRole'
+    assignableScopes: [resourceGroup().id]
+    permissions: [{
+      actions: ['Microsoft.ServiceBus/namespaces/read', 'Microsoft.ServiceBus/namespaces/queues/read']
+      notActions: []
+      dataActions: []
+      notDataActions: []
+    }]
+  }
+}
+
+resource busQueueReader 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(serviceBusName)) {
+  name: guid(resourceGroup().id, serviceBusName, principalId, 'tsarchive-servicebus-queue-reader')
+  scope: serviceBus
+  properties: {
+    principalId: principalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: queueReaderRole.id
+  }
+}
+
 resource busReceiver 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(serviceBusName)) {
   name: guid(resourceGroup().id, serviceBusName, principalId, roles.serviceBusDataReceiver)
   scope: serviceBus
