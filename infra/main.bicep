@@ -54,7 +54,10 @@ param maximumInstanceCount int = 20
 @description('Archive blobs move to cool after this many days (after the verification window).')
 param coolAfterDays int = 30
 param coldAfterDays int = 90
-param archiveAfterDays int = 365
+@description('Opt-in: days after which data files (never the Delta log or the manifests) move to the offline Archive tier. 0 keeps every blob online. Offline files cannot be queried, drilled or restored until rehydrated (up to 15 hours). Needs offlineTierPrefixes.')
+param archiveAfterDays int = 0
+@description('With archiveAfterDays: the data-file prefixes `tsarchive lifecycle` prints, comma-separated. Re-run it and re-provision when a table is first archived.')
+param offlineTierPrefixes string = ''
 
 @description('Days of time-based immutability (WORM) on the archive filesystem; 0 turns it off.')
 @minValue(0)
@@ -154,6 +157,7 @@ module archiveStorage 'modules/archive-storage.bicep' = {
     coolAfterDays: coolAfterDays
     coldAfterDays: coldAfterDays
     archiveAfterDays: archiveAfterDays
+    offlineTierPrefixes: offlineTierPrefixes
     immutabilityDays: immutabilityDays
     softDeleteDays: softDeleteDays
     logAnalyticsId: monitoring.outputs.logAnalyticsId

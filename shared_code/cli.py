@@ -377,6 +377,46 @@ def _restore_job(job: int, target: str | None, replace: bool, as_json: bool) -> 
 
 
 @app.command()
+def lifecycle(archive_after_days: int = typer.Option(0, "--archive-after-days", min=0,
+                                                     help="Opt in to the offline Archive tier for data files after N days."),
+              cool_after_days: int = typer.Option(30, "--cool-after-days", min=0),
+              cold_after_days: int = typer.Option(90, "--cold-after-days", min=0),
+              as_json: bool = JsonOpt) -> None:
+    """The archive account's lifecycle policy: online tiers for everything, the Archive tier for data files only."""
+    from . import lifecycle as lc
+    from .ledger import JobState
+
+    with _engine() as engine:
+        engine.init()
+        jobs = _guard(lambda: engine.ledger.jobs([JobState.ARCHIVED, JobState.DROPPED], limit=10_000_000))
+        if engine.lake.target.is_local:
+            _fail("ARCHIVER_LAKE_URL is a local folder: lifecycle policies are an Azure storage feature")
+        root = engine.lake.target.root
+    tables = sorted({j.table_path for j in jobs if j.table_path})
+    days = lc.TierDays(cool=cool_after_days, cold=cold_after_days, archive=archive_after_days)
+    try:
+        document = lc.policy(root, days, tables)
+    except ValueError as bad:
+        _fail(str(bad))
+    prefixes = lc.offline_prefixes(root, tables) if archive_after_days else []
+    if as_json:
+        _print_json({"tables": tables, "offline_tier_prefixes": prefixes, "bicep_parameter": ",".join(prefixes),
+                     "policy": document})
+        return
+    typer.echo(f"{len(tables)} archived table(s) under {root}/; Cool after {cool_after_days} d, Cold after "
+               f"{cold_after_days} d (online, whole filesystem).")
+    if not archive_after_days:
+        typer.echo("The Archive tier is off: every blob stays online (readable at once). Opt in with "
+                   "--archive-after-days N; offline files cannot be queried, drilled or restored until rehydrated.")
+        return
+    typer.echo(f"Archive tier after {archive_after_days} d for data files only ({len(prefixes)} prefixes in "
+               f"{len(document['rules']) - 1} rule(s)); the Delta log and the manifests stay online. Apply with:")
+    typer.echo(f"  azd env set ARCHIVER_ARCHIVE_TIER_AFTER_DAYS {archive_after_days}")
+    typer.echo(f"  azd env set ARCHIVER_OFFLINE_TIER_PREFIXES '{','.join(prefixes)}'")
+    typer.echo("  azd provision    # re-run this command and re-provision whenever a new table is first archived")
+
+
+@app.command()
 def query(sql_text: str = typer.Argument(..., metavar="SQL", help="One DuckDB SQL statement."),
           as_json: bool = JsonOpt, as_csv: bool = typer.Option(False, "--csv", help="Print CSV.")) -> None:
     """Query the archive with DuckDB, without the database: each archived table is a view named schema.table."""

@@ -89,11 +89,11 @@ def test_archive_is_adls_gen2_and_no_shared_keys(parsed):
 
 def test_lifecycle_tiers_after_the_verification_window(parsed):
     (where, policy), = resources_of_type(parsed, "Microsoft.Storage/storageAccounts/managementPolicies")
-    actions = policy["properties"]["policy"]["rules"][0]["definition"]["actions"]["baseBlob"]
-    assert set(actions) == {"tierToCool", "tierToCold", "tierToArchive"}
+    online = parsed["modules/archive-storage.bicep"]["variables"]["onlineRule"]["value"]
+    assert set(online["definition"]["actions"]["baseBlob"]) == {"tierToCool", "tierToCold"}  # both online tiers
     defaults = parsed["main.bicep"]["parameters"]
     cool, cold, arch = (defaults[p]["default"] for p in ("coolAfterDays", "coldAfterDays", "archiveAfterDays"))
-    assert 1 <= cool < cold < arch
+    assert 1 <= cool < cold and arch == 0  # nothing goes offline unless the operator opts in
     assert resources_of_type(parsed, "Microsoft.Storage/storageAccounts/blobServices/containers/immutabilityPolicies")
     soft = [c["properties"]["deleteRetentionPolicy"]["enabled"] for _, c in
             resources_of_type(parsed, "Microsoft.Storage/storageAccounts/blobServices")]
@@ -347,7 +347,20 @@ def test_funcignore_excludes_every_local_folder_and_keeps_the_app(tmp_path):
 def test_service_bus_scaling_reads_queues_through_a_custom_role_not_data_owner(parsed):
     (_, role), = resources_of_type(parsed, "Microsoft.Authorization/roleDefinitions")
     (permissions,) = role["properties"]["permissions"]
-    assert sorted(permissions["actions"]) == ["Microsoft.ServiceBus/namespaces/queues/read", "Microsoft.ServiceBus/namespaces/read"]
+    assert sorted(permissions["actions"]) == ["Microsoft.ServiceBus/namespaces/queues/read",
+                                              "Microsoft.ServiceBus/namespaces/read"]
     assert permissions["dataActions"] == [] and all(a.endswith("/read") for a in permissions["actions"])
     text = (INFRA / "modules" / "roles.bicep").read_text()
     assert "roleDefinitionId: queueReaderRole.id" in text
+
+
+def test_only_the_printed_data_prefixes_can_go_offline(parsed):
+    archive = parsed["modules/archive-storage.bicep"]
+    text = (INFRA / "modules" / "archive-storage.bicep").read_text()
+    assert "prefixMatch: ['${fileSystemName}/']" in text  # the online rule: the whole filesystem, Cool and Cold only
+    assert text.count("tierToArchive") == 1  # one place: the offline rules
+    assert "prefixMatch: take(skip(offlinePrefixes, i * 10), 10)" in text  # 10 prefixes per rule, the service's limit
+    assert "split(offlineTierPrefixes, ',')" in text and archive["parameters"]["offlineTierPrefixes"]["default"] == ""
+    params = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    assert params["archiveAfterDays"]["value"] == "${ARCHIVER_ARCHIVE_TIER_AFTER_DAYS=0}"
+    assert params["offlineTierPrefixes"]["value"] == "${ARCHIVER_OFFLINE_TIER_PREFIXES=}"

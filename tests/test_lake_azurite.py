@@ -93,3 +93,41 @@ def test_unreachable_lake_gives_clear_error():
         assert "cannot reach the lake" in str(error)
     else:
         raise AssertionError("expected LakeError")
+
+
+def test_lifecycle_never_takes_the_delta_log_offline(pg_dsn, azurite_container):
+    """The policy, evaluated over the blob names the archiver really wrote (data, Delta log with a checkpoint,
+    manifests), with the defaults and with the Archive tier opted in; and the same prefixes from the CLI."""
+    from shared_code import lifecycle
+
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        make_monthly_partitions(conn, months_back=26)
+        due = due_partitions(conn, "public.events")
+    lake_url = f"abfss://{azurite_container}@devstoreaccount1.dfs.core.windows.net/tsdb/prod"
+    with engine_for(pg_dsn, lake_url, lake_connection_string=AZURITE_CONNECTION_STRING,
+                    partitioned_tables=["public.events"], delta_checkpoint_interval=1) as engine:
+        assert not engine.run().failed
+    container = BlobServiceClient.from_connection_string(AZURITE_CONNECTION_STRING).get_container_client(azurite_container)
+    names = [f"{azurite_container}/{b.name}" for b in container.list_blobs() if not b.name.endswith("/")]
+    data = [n for n in names if n.endswith(".parquet") and "/_" not in n]
+    log = [n for n in names if "/_delta_log/" in n]
+    assert len(data) == len(due) and any(n.endswith("_last_checkpoint") for n in log)
+    assert any(".checkpoint.parquet" in n for n in log)
+    readers_need = [n for n in names if n not in data]  # the log, its checkpoints, the manifests
+    assert any("/_tsarchive/manifests/" in n for n in readers_need)
+    root = f"{azurite_container}/tsdb/prod"
+    default = lifecycle.policy(root, lifecycle.TierDays(), ["public.events"])
+    for name in names:
+        assert lifecycle.tiers_for(default, name) == {"tierToCool": 30, "tierToCold": 90}, name  # online only
+    opted = lifecycle.policy(root, lifecycle.TierDays(archive=365), ["public.events"])
+    for name in readers_need:
+        assert not lifecycle.is_offline_tier(lifecycle.tiers_for(opted, name)), name
+    for name in data:
+        assert lifecycle.tiers_for(opted, name) == {"tierToCool": 30, "tierToCold": 90, "tierToArchive": 365}, name
+    result = subprocess.run([TSARCHIVE, "lifecycle", "--archive-after-days", "365", "--json"], capture_output=True,
+                            text=True, env=cli_env(pg_dsn, lake_url, ARCHIVER_LAKE_CONNECTION_STRING=AZURITE_CONNECTION_STRING,
+                                                   ARCHIVER_PARTITIONED_TABLES="public.events"))
+    assert result.returncode == 0, result.stderr
+    printed = json.loads(result.stdout)
+    assert printed["policy"] == opted and printed["bicep_parameter"].split(",") == printed["offline_tier_prefixes"]
+    assert printed["offline_tier_prefixes"] == [f"{root}/public.events/year=", f"{root}/public.events/range_start="]

@@ -6,6 +6,8 @@ param fileSystemName string
 param coolAfterDays int
 param coldAfterDays int
 param archiveAfterDays int
+@description('Comma-separated data-file prefixes for the Archive tier, as printed by `tsarchive lifecycle`.')
+param offlineTierPrefixes string = ''
 param immutabilityDays int
 param softDeleteDays int
 param logAnalyticsId string
@@ -62,29 +64,45 @@ resource immutability 'Microsoft.Storage/storageAccounts/blobServices/containers
   }
 }
 
-// Tiering starts after the verification window (the dropper re-reads files within hours of writing them).
+// Tiering starts after the verification window (the dropper re-reads files within hours of writing them). Cool and
+// Cold are online tiers and apply to the whole filesystem. The offline Archive tier is opt-in (archiveAfterDays > 0)
+// and applies only to the data-file prefixes `tsarchive lifecycle` prints (each table's `year=` and `range_start=`
+// folders): on a hierarchical-namespace account prefixMatch is the only filter, and a rule over everything would
+// take the Delta log offline too, after which no reader can open the table (shared_code/lifecycle.py).
+var offlinePrefixes = empty(offlineTierPrefixes) ? [] : split(offlineTierPrefixes, ',')
+var offlineRuleCount = archiveAfterDays > 0 ? (length(offlinePrefixes) + 9) / 10 : 0
+var onlineRule = {
+  name: 'tsarchive-online-tiers'
+  enabled: true
+  type: 'Lifecycle'
+  definition: {
+    filters: { blobTypes: ['blockBlob'], prefixMatch: ['${fileSystemName}/'] }
+    actions: {
+      baseBlob: {
+        tierToCool: { daysAfterModificationGreaterThan: coolAfterDays }
+        tierToCold: { daysAfterModificationGreaterThan: coldAfterDays }
+      }
+    }
+  }
+}
+var offlineRules = [for i in range(0, offlineRuleCount): {
+  name: 'tsarchive-offline-data-${padLeft(string(i + 1), 2, '0')}'
+  enabled: true
+  type: 'Lifecycle'
+  definition: {
+    filters: { blobTypes: ['blockBlob'], prefixMatch: take(skip(offlinePrefixes, i * 10), 10) }
+    actions: { baseBlob: { tierToArchive: { daysAfterModificationGreaterThan: archiveAfterDays } } }
+  }
+}]
+// An opted-in Archive tier without data prefixes, or before Cold, is a mistake: fail the deployment saying so.
+var offlineCheck = archiveAfterDays > 0 && (empty(offlinePrefixes) || archiveAfterDays <= coldAfterDays) ? int('archiveAfterDays needs offlineTierPrefixes (print them with: tsarchive lifecycle) and must exceed coldAfterDays') : 0
+
 resource lifecycle 'Microsoft.Storage/storageAccounts/managementPolicies@2023-05-01' = {
   parent: storage
   name: 'default'
   properties: {
     policy: {
-      rules: [
-        {
-          name: 'tier-archived-parquet'
-          enabled: true
-          type: 'Lifecycle'
-          definition: {
-            filters: { blobTypes: ['blockBlob'], prefixMatch: ['${fileSystemName}/'] }
-            actions: {
-              baseBlob: {
-                tierToCool: { daysAfterModificationGreaterThan: coolAfterDays }
-                tierToCold: { daysAfterModificationGreaterThan: coldAfterDays }
-                tierToArchive: { daysAfterModificationGreaterThan: archiveAfterDays }
-              }
-            }
-          }
-        }
-      ]
+      rules: offlineCheck == 0 ? concat([onlineRule], offlineRules) : []
     }
   }
 }
