@@ -18,7 +18,9 @@ def drill(timer: func.TimerRequest) -> None:
     with runtime.engine(settings) as engine:
         engine.init()
         results = engine.drill(settings.drill_sample)
-    failed = [r for r in results if r.outcome != "done"]
+    failed = [r for r in results if r.outcome == "failed"]
+    offline = [r for r in results if r.outcome == "offline"]
     for result in failed:
         log.error("drill: job %s %s: %s", result.job_id, result.chunk, result.detail)
-    log.info("drill: %d archive(s) read back, %d failed", len(results), len(failed))
+    log.info("drill: %d archive(s) read back, %d failed, %d skipped as offline (Archive tier)",
+             len(results) - len(offline), len(failed), len(offline))

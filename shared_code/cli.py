@@ -245,14 +245,21 @@ def verify(job: list[int] = typer.Option(None, "--job", help="Only these job ids
             results = _guard(lambda: engine.drill(sample, table=hypertable))  # recorded: status shows the last drill
         else:
             results = _guard(lambda: engine.verify(job or None, table=hypertable, deep=deep, sample=sample))
-    bad = [r for r in results if r.outcome != "done"]
+    bad = [r for r in results if r.outcome == "failed"]
+    offline = [r for r in results if r.outcome == "offline"]
+    checked = len(results) - len(offline)
     if as_json:
-        _print_json([r.as_dict() for r in results])
+        _print_json({"checked": checked, "ok": checked - len(bad), "failed": len(bad), "offline": len(offline),
+                     "offline_bytes": sum(r.bytes for r in offline), "results": [r.as_dict() for r in results]})
     else:
-        typer.echo(f"verified {len(results)} archive(s): {len(results) - len(bad)} ok, {len(bad)} failed")
+        typer.echo(f"verified {checked} archive(s): {checked - len(bad)} ok, {len(bad)} failed"
+                   + (f"; {len(offline)} offline (Archive tier, {_human_bytes(sum(r.bytes for r in offline))}), "
+                      "not read" if offline else ""))
         for r in bad:
             typer.echo(f"  {f'job {r.job_id}' if r.job_id else 'table'} {r.chunk}: {r.detail}", err=True)
-    if bad:
+        for r in offline[:5]:
+            typer.echo(f"  offline: job {r.job_id} {r.chunk}: {r.detail}")
+    if bad:  # offline files are not damage: with every online file passing, the exit code is 0
         raise typer.Exit(1)
 
 
@@ -315,10 +322,16 @@ def restore(job: int = typer.Argument(None, help="Job id (see `tsarchive jobs --
         return
     chunks = result.chunks
     if dry_run:
-        typer.echo(f"dry run: would restore {result.rows} rows from {len(chunks)} chunk(s) of {hypertable} into "
-                   f"{result.target}{' (a new table)' if result.created_target else ''}")
+        if result.must_rehydrate:
+            need = result.must_rehydrate
+            typer.echo(f"dry run: {need['files']} file(s), {_human_bytes(need['bytes'])}, of {hypertable} are in the "
+                       f"Archive tier (offline) and must be rehydrated before this restore: {need['command']}")
+        else:
+            typer.echo(f"dry run: would restore {result.rows} rows from {len(chunks)} chunk(s) of {hypertable} into "
+                       f"{result.target}{' (a new table)' if result.created_target else ''}")
         for c in chunks:
-            typer.echo(f"  job {c.job_id:>6}  {c.chunk}  {c.rows} rows  {_human_bytes(c.bytes)} archived")
+            typer.echo(f"  job {c.job_id:>6}  {c.chunk}  {c.rows} rows  {_human_bytes(c.bytes)} archived"
+                       + ("  [offline]" if c.status == "offline" else ""))
         return
     restored = [c for c in chunks if c.status == "restored"]
     typer.echo(f"restored {result.rows} rows from {len(restored)} chunk(s) of {hypertable} into {result.target}; "
@@ -374,6 +387,37 @@ def _restore_job(job: int, target: str | None, replace: bool, as_json: bool) -> 
         _print_json(result.as_dict())
     else:
         typer.echo(f"restored {result.rows} rows of job {job} into {result.target}; row count and row hash match the archive")
+
+
+@app.command()
+def rehydrate(hypertable: str = typer.Option(..., "--hypertable", help="schema.table whose archive to bring online."),
+              start: str = typer.Option(None, "--from", help="ISO 8601 (or an integer); inclusive. Default: all."),
+              end: str = typer.Option(None, "--to", help="ISO 8601 (or an integer); exclusive. Default: all."),
+              priority: str = typer.Option("standard", "--priority", help="standard (up to 15 h) or high (about 1 h, "
+                                           "costs more)."),
+              tier: str = typer.Option("hot", "--tier", help="The online tier to bring them to: hot, cool or cold."),
+              as_json: bool = JsonOpt) -> None:
+    """Start rehydrating, from the Archive tier, exactly the files a range needs; run again to see what is ready."""
+    from .errors import ArchiverError
+    from .restore import parse_bound, rehydrate_range
+
+    if priority.lower() not in ("standard", "high"):
+        _fail(f"--priority {priority!r}: use standard or high")
+    if tier.lower() not in ("hot", "cool", "cold"):
+        _fail(f"--tier {tier!r}: use hot, cool or cold (Archive is where they are)")
+    try:
+        low, high = parse_bound(start, "--from"), parse_bound(end, "--to")
+    except ArchiverError as error:
+        _fail(str(error))
+    with _engine() as engine:
+        report = _guard(lambda: rehydrate_range(engine, hypertable, low, high, tier=tier.capitalize(),
+                                                priority=priority.capitalize()))
+    if as_json:
+        _print_json(report)
+        return
+    typer.echo(f"{hypertable}: {report['files']} file(s) of {report['chunks']} chunk(s): {report['requested']} "
+               f"rehydration(s) started now; {report['pending']} still offline, {report['online']} online. "
+               f"{report['note']}")
 
 
 @app.command()

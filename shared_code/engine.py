@@ -34,7 +34,7 @@ from .errors import (
 )
 from .extract import ArraysNeedText, Extractor, Snapshot
 from .faults import crash_point
-from .lake import Lake
+from .lake import Lake, offline_summary
 from .layout import ChunkLayout, chunk_layout
 from .ledger import Job, JobState, Ledger
 from .manifest import PARQUET_KEY, FileEntry, Manifest, new_manifest
@@ -100,6 +100,12 @@ def plan_entry_dict(entry: PlanEntry) -> dict[str, Any]:
         "range_end": iso(c.range_end), "compressed": c.is_compressed, "decision": str(entry.decision),
         "reason": entry.reason,
     }
+
+
+def rehydrate_command(table: str, start: object, end: object) -> str:
+    """The command that brings a range's offline files back online."""
+    bound = lambda v: v.isoformat() if isinstance(v, datetime) else str(v)  # noqa: E731
+    return f"tsarchive rehydrate --hypertable {table} --from {bound(start)} --to {bound(end)}"
 
 
 def retry_delay(settings: Settings, attempts: int) -> timedelta:
@@ -457,7 +463,11 @@ class Engine:
     def drill(self, sample: int | None = None, table: str | None = None, drill_id: int | None = None) -> list[StepResult]:
         """The recovery drill: verify --deep on every archive (or a random sample), recorded in the ledger (as drill
         `drill_id` when it was queued)."""
-        results = self.verify(table=table, deep=True, sample=sample)
+        everything = self.verify(table=table, deep=True, sample=sample)
+        results = [r for r in everything if r.outcome != "offline"]  # skipped: not read, so neither passed nor failed
+        skipped = len(everything) - len(results)
+        if skipped:
+            log.warning("drill: %d archive(s) skipped as offline (Archive tier)", skipped)
         failed = [r for r in results if r.outcome != "done"]
         problems = [{"job_id": r.job_id, "chunk": r.chunk, "problem": r.detail} for r in failed]
         if drill_id is None:
@@ -466,7 +476,7 @@ class Engine:
             self.ledger.finish_drill(drill_id, len(results), problems)
         telemetry.drill_checked.add(len(results))
         telemetry.drill_failed.add(len(failed))
-        return results
+        return everything
 
     def verify(self, job_ids: list[int] | None = None, table: str | None = None, *, deep: bool = False,
                sample: int | None = None) -> list[StepResult]:
@@ -475,13 +485,25 @@ class Engine:
         jobs = [self.ledger.get(i) for i in job_ids] if job_ids else self.ledger.jobs(
             [JobState.ARCHIVED, JobState.DROPPED], table=table, limit=1_000_000)
         if sample is not None and sample < len(jobs):
-            jobs = random.sample(jobs, sample)
+            jobs = random.sample(jobs, len(jobs))  # in random order: offline ones are skipped until `sample` are read
         results = []
         checker = self.checker()
+        checked = 0
         for job in jobs:
             if job is None:
                 continue
+            if sample is not None and checked >= sample:
+                break
             started = time.monotonic()
+            offline = self.lake.offline(job.lake_paths)
+            if offline:  # not readable now, and not damaged: told apart, never counted as a failure
+                results.append(StepResult(job.id, job.chunk.qualified_chunk, "verify", "offline",
+                                          f"{offline_summary(offline)}; bring it back with: "
+                                          f"{rehydrate_command(job.table, job.range_start, job.range_end)}",
+                                          rows=job.row_count or 0, bytes=sum(f.bytes for f in offline),
+                                          seconds=time.monotonic() - started))
+                continue
+            checked += 1
             problems = checker.problems(job, deep=deep)
             ok = "ok" if job.table_path else "ok (archived before the Delta layout: Parquet files outside the table)"
             results.append(StepResult(job.id, job.chunk.qualified_chunk, "verify", "failed" if problems else "done",

@@ -49,6 +49,24 @@ class LakeTarget:
     container: str | None = None
 
 
+@dataclass(frozen=True)
+class OfflineFile:
+    """A lake file that cannot be read until rehydrated."""
+
+    path: str
+    bytes: int
+    status: str  # archived | rehydrate-pending-to-hot | rehydrate-pending-to-cool | ...
+
+
+def offline_summary(files: list[OfflineFile]) -> str:
+    """'3 file(s), 1.2 MiB, in the Archive tier (offline), e.g. <path>'."""
+    total = sum(f.bytes for f in files)
+    pending = sum(1 for f in files if f.status.startswith("rehydrate-pending"))
+    state = f"{pending} of them rehydrating" if pending else "not rehydrating"
+    return (f"{len(files)} file(s), {total} bytes, in the Archive tier (offline; {state}), e.g. {files[0].path}"
+            if files else "no offline files")
+
+
 class HashingSink(io.RawIOBase):
     """File-like sink that counts and SHA-256-hashes what it forwards."""
 
@@ -230,12 +248,67 @@ class Lake:
         return bool(self._connection_string) and not self.target.is_local
 
     def _blob_client(self, path: str) -> Any:
+        """A Blob SDK client for a lake path (`<container>/<name>`): by connection string, or by the identity."""
         from azure.storage.blob import BlobServiceClient
 
         if self._blob_service is None:
-            self._blob_service = BlobServiceClient.from_connection_string(self._connection_string)
+            if self._connection_string:
+                self._blob_service = BlobServiceClient.from_connection_string(self._connection_string)
+            else:
+                host = urlsplit(self.url).netloc.partition("@")[2].replace(".dfs.", ".blob.", 1)
+                self._blob_service = BlobServiceClient(f"https://{host}", credential=self._make_credential())
         container, name = path.split("/", 1)
         return self._blob_service.get_blob_client(container, name)
+
+    # -- access tiers ------------------------------------------------------------------------
+    def offline(self, relatives: list[str]) -> list[OfflineFile]:
+        """The files among these that cannot be read now: in the Archive tier, or still being rehydrated from it.
+        A local lake has no tiers; a missing file is not offline (the check reports it as missing)."""
+        if self.target.is_local:
+            return []
+        from azure.core.exceptions import ResourceNotFoundError
+
+        found = []
+        for relative in relatives:
+            try:
+                props = self._blob_client(self.path(relative)).get_blob_properties()
+            except ResourceNotFoundError:
+                continue
+            status = props.archive_status or ""
+            if str(props.blob_tier or "").lower() == "archive" or status.startswith("rehydrate-pending"):
+                found.append(OfflineFile(relative, int(props.size or 0), status or "archived"))
+        return found
+
+    def rehydrate(self, relative: str, tier: str = "Hot", priority: str = "Standard") -> tuple[bool, bool]:
+        """Bring one blob back online if it is offline: (whether a rehydration was started now, whether it is
+        readable now). Azure keeps it pending for up to 15 hours; Azurite makes it online at once."""
+        if self.target.is_local:
+            return False, True
+        client = self._blob_client(self.path(relative))
+        props = client.get_blob_properties()
+        if (props.archive_status or "").startswith("rehydrate-pending"):
+            return False, False
+        if str(props.blob_tier or "").lower() != "archive":
+            return False, True
+        client.set_standard_blob_tier(tier, rehydrate_priority=priority)
+        after = client.get_blob_properties()
+        return True, str(after.blob_tier or "").lower() != "archive" and not after.archive_status
+
+    def tier_bytes(self, relatives: list[str]) -> dict[str, int]:
+        """Bytes per access tier of these files (Hot, Cool, Cold, Archive; 'local' for a local lake)."""
+        if self.target.is_local:
+            return {"local": sum(self.size(r) or 0 for r in relatives)}
+        from azure.core.exceptions import ResourceNotFoundError
+
+        out: dict[str, int] = {}
+        for relative in relatives:
+            try:
+                props = self._blob_client(self.path(relative)).get_blob_properties()
+            except ResourceNotFoundError:
+                continue
+            tier = str(props.blob_tier or "Hot")
+            out[tier] = out.get(tier, 0) + int(props.size or 0)
+        return out
 
     def _delete_blob(self, path: str) -> None:
         from azure.core.exceptions import ResourceNotFoundError

@@ -118,15 +118,48 @@ def run_query(lake: Lake, text: str, connection_string: str | None = None) -> tu
 
     if not text.strip():
         raise ArchiverError("no SQL given: tsarchive query \"SELECT count(*) FROM <schema>.<table>\"")
-    conn, tables = connect(lake, connection_string)
+    try:
+        conn, tables = connect(lake, connection_string)
+    except duckdb.Error as error:
+        if _offline_error(error):
+            raise ArchiverError(_offline_message(lake, archived_tables(lake))) from None
+        raise
     try:
         result = conn.execute(text)
         columns = [d[0] for d in result.description or []]
         rows = result.fetchall() if result.description else []
     except duckdb.Error as error:
+        if _offline_error(error):
+            raise ArchiverError(_offline_message(lake, tables)) from None
         known = ", ".join(f"{t.schema}.{t.name}" for t in tables) or "none yet"
         first = render_error(error).rstrip(".!")
         raise ArchiverError(f"query failed: {first}. Archived tables: {known}") from None
     finally:
         conn.close()
     return columns, rows
+
+
+def _offline_error(error: Exception) -> bool:
+    """A read refused because the blob is in the Archive tier (409 BlobArchived), not a damaged or missing one."""
+    text = str(error)
+    return "BlobArchived" in text or "archived blob" in text
+
+
+def _offline_message(lake: Lake, tables: list[ArchivedTable]) -> str:
+    """Which tables have offline files (data, or the Delta log itself), and the command that brings each back."""
+    parts = []
+    for table in tables:
+        files = lake.list_files(table.folder)
+        log = [f for f in files if f"/{DELTA_LOG}/" in f"/{f}"]
+        data = [f for f in files if f.endswith(".parquet") and f not in log and "/_" not in f"/{f}"]
+        offline_data, offline_log = lake.offline(data), lake.offline(log)
+        if offline_log:
+            parts.append(f"{table.schema}.{table.name}: its Delta log is in the Archive tier ({len(offline_log)} "
+                         "log file(s) offline), so no reader can open the table")
+        if offline_data:
+            parts.append(f"{table.schema}.{table.name}: {len(offline_data)} of {len(data)} data file(s) "
+                         f"({sum(f.bytes for f in offline_data)} bytes) are in the Archive tier (offline)")
+        if offline_data or offline_log:
+            parts[-1] += f"; bring them back with: tsarchive rehydrate --hypertable {table.schema}.{table.name}"
+    detail = "; ".join(parts) or "a file the query needs is in the Archive tier (offline)"
+    return f"the archive is partly offline: {detail} (up to 15 hours at standard priority), then query again"

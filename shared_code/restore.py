@@ -22,9 +22,10 @@ import psycopg
 from psycopg import sql
 
 from . import db
-from .engine import Engine
+from .engine import Engine, rehydrate_command
 from .errors import ArchiverError, JobStateError, VerificationError, render_error
 from .extract import query_batches
+from .lake import offline_summary
 from .ledger import Job, JobState
 from .manifest import Manifest
 from .typemap import plan_columns, quote_ident, text_companion
@@ -90,10 +91,11 @@ class RangeRestoreResult:
     created_target: bool = False
     chunks: list[ChunkRestore] = field(default_factory=list)
     seconds: float = 0.0
+    must_rehydrate: dict[str, Any] | None = None  # offline files the range needs: {files, bytes, command}
 
     @property
     def rows(self) -> int:
-        return sum(c.rows for c in self.chunks if c.status in ("restored", "planned"))
+        return sum(c.rows for c in self.chunks if c.status in ("restored", "planned", "offline"))
 
     def as_dict(self) -> dict[str, Any]:
         out = {k: v for k, v in self.__dict__.items() if k != "chunks"}
@@ -233,6 +235,10 @@ def _checked(engine: Engine, job: Job) -> tuple[Manifest, list[dict[str, str]]]:
     """The job's manifest and trusted columns, after its files were checked against the ledger's SHA-256s."""
     if job.state not in (JobState.ARCHIVED, JobState.DROPPED) or not job.manifest_path:
         raise JobStateError(f"job {job.id} is {job.state}; only archived or dropped jobs can be restored")
+    offline = engine.lake.offline([*job.lake_paths, job.manifest_path])
+    if offline:
+        raise RestoreRefused(f"the archive of job {job.id} ({job.chunk_name}) is not online: {offline_summary(offline)}. "
+                             f"Bring it back with: {rehydrate_command(job.table, job.range_start, job.range_end)}")
     problems = engine.check_archive(job)
     if problems:
         raise VerificationError(f"the archive of job {job.id} ({job.chunk_name}) fails its check, not restoring: "
@@ -599,6 +605,24 @@ def _restore_range(engine: Engine, table: str, start: datetime | int | None, end
                             "table is gone, restore each job with `tsarchive restore JOB`.") from None
     rows = TimeFilter.for_range(time_name, time_type, start, end)
     jobs = [j for j in jobs if not rows.narrowed(j.range_start, j.range_end).empty]
+    offline = {job.id: engine.lake.offline([*job.lake_paths, *([job.manifest_path] if job.manifest_path else [])])
+               for job in jobs}
+    if any(offline.values()):  # before anything is read or written: nothing can be proven from files not online
+        files = [f for found in offline.values() for f in found]
+        command = rehydrate_command(table, start, end)
+        if not dry_run:
+            raise RestoreRefused(f"{offline_summary(files)}: {table} in [{_iso(start)}, {_iso(end)}) needs them "
+                                 f"online; nothing was restored. Bring them back with: {command} (up to 15 hours at "
+                                 "standard priority), then run this restore again")
+        result = RangeRestoreResult(table=table, target=into or "", dry_run=True, range_from=_iso(start),
+                                    range_to=_iso(end), must_rehydrate={"files": len(files),
+                                                                        "bytes": sum(f.bytes for f in files),
+                                                                        "command": command})
+        for job in jobs:
+            result.chunks.append(ChunkRestore(job.id, job.chunk_name, job.row_count or 0, job.byte_count or 0,
+                                              "offline" if offline[job.id] else "planned"))
+        result.seconds = time.monotonic() - started
+        return result
     checked = [(job, _checked(engine, job)[1]) for job in jobs]  # every file's SHA-256 and the manifest, before anything
     columns = _union_columns(checked)
     schema, name = _split_target(into, "--into") if into else (RESTORE_SCHEMA, _range_name(table, start, end))
@@ -721,3 +745,30 @@ def _refuse_duplicates(engine: Engine, schema: str, name: str, checked: list[tup
                              f"them anyway{hint}.")
     return {job.id for job, _, _ in full}
 
+
+
+# -- rehydration ----------------------------------------------------------------------------------
+
+
+def rehydrate_range(engine: Engine, table: str, start: datetime | int | None, end: datetime | int | None, *,
+                    tier: str = "Hot", priority: str = "Standard") -> dict[str, Any]:
+    """Start bringing back online every file a restore of [start, end) reads: the chunks' data files and manifests,
+    and the table's Delta log if a rule took it offline. Idempotent: run again, it counts pending and ready files."""
+    engine.init()
+    jobs = _jobs_for(engine, table, start, end)
+    files = [path for job in jobs for path in [*job.lake_paths, *([job.manifest_path] if job.manifest_path else [])]]
+    for table_path in sorted({job.table_path for job in jobs if job.table_path}):
+        files += engine.lake.list_files(f"{table_path}/_delta_log")
+    counts = {"requested": 0, "pending": 0, "online": 0}  # requested: started now; pending + online = every file
+    unique = list(dict.fromkeys(files))
+    for path in unique:
+        started, online = engine.lake.rehydrate(path, tier, priority)
+        counts["requested"] += started
+        counts["online" if online else "pending"] += 1
+    waiting = counts["pending"]
+    return {"table": table, "range_from": _iso(start), "range_to": _iso(end), "tier": tier, "priority": priority,
+            "chunks": len(jobs), "files": len(unique), **counts,
+            "ready": waiting == 0,
+            "note": "every file is online: restore, query and verify can read them" if waiting == 0 else
+                    "rehydration takes up to 15 hours at Standard priority (about 1 hour at High); run this again "
+                    "to see how many are still pending"}

@@ -237,10 +237,11 @@ def handle_drill(engine: Engine, transport: Transport, body: bytes, message_id: 
                 raise
             engine.ledger.fail_drill(request.drill_id, render_error(error))
             return "drill failed"
-    failed = [r for r in results if r.outcome != "done"]
+    failed = [r for r in results if r.outcome == "failed"]
+    offline = sum(1 for r in results if r.outcome == "offline")
     for result in failed:
         log.error("drill %s: job %s %s: %s", request.drill_id, result.job_id, result.chunk, result.detail)
-    return f"drill: {len(results)} checked, {len(failed)} failed"
+    return f"drill: {len(results) - offline} checked, {len(failed)} failed, {offline} offline"
 
 
 Handler = Callable[[Engine, Transport, bytes, str | None], str]

@@ -66,9 +66,11 @@ def test_full_cycle_json(pg_dsn, tmp_path):
     assert run(["jobs", "--state", "bogus"], env).returncode == 1
 
     verify = run(["verify", "--json"], env)
-    assert verify.returncode == 0 and all(r["outcome"] == "done" for r in json.loads(verify.stdout))
+    report = json.loads(verify.stdout)
+    assert verify.returncode == 0 and all(r["outcome"] == "done" for r in report["results"])
+    assert (report["failed"], report["offline"]) == (0, 0) and report["checked"] == len(report["results"])
     drill = run(["verify", "--deep", "--sample", "1", "--json"], env)
-    assert drill.returncode == 0 and len([r for r in json.loads(drill.stdout) if r["job_id"]]) == 1
+    assert drill.returncode == 0 and len([r for r in json.loads(drill.stdout)["results"] if r["job_id"]]) == 1
     human = run(["status"], env)
     assert human.returncode == 0 and "public.events" in human.stdout
 
