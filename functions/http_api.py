@@ -89,6 +89,12 @@ def restore_archive(req: func.HttpRequest) -> func.HttpResponse:
     return _handle(_with_engine(req, lambda e, s, body: api.start_restore(e, runtime.transport(s), body)))
 
 
+@bp.function_name("rehydrate_archive")
+@bp.route(route="archival/rehydrate", methods=["POST"])
+def rehydrate_archive(req: func.HttpRequest) -> func.HttpResponse:
+    return _handle(_with_engine(req, lambda e, s, body: api.rehydrate(e, body)))
+
+
 @bp.function_name("restore_list")
 @bp.route(route="archival/restores", methods=["GET"])
 def restore_list(req: func.HttpRequest) -> func.HttpResponse:

@@ -169,6 +169,43 @@ def start_restore(engine: Engine, transport: Transport, raw: bytes) -> ApiRespon
                              "status": f"/api/archival/restores/{restore_id}"})
 
 
+_REHYDRATE_FIELDS = {"hypertable", "from", "to", "priority", "tier"}
+
+
+def rehydrate(engine: Engine, raw: bytes) -> ApiResponse:
+    """POST /archival/rehydrate: start bringing a range's offline files back online; 202 while any is pending."""
+    from .restore import parse_bound, rehydrate_range
+
+    data = _json_object(raw)
+    unknown = sorted(set(data) - _REHYDRATE_FIELDS)
+    if unknown:
+        raise BadRequest(f"unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(_REHYDRATE_FIELDS))}")
+    table = _name(data.get("hypertable"), "hypertable")
+    bounds = {}
+    for key in ("from", "to"):
+        value = data.get(key)
+        if value is not None and (not isinstance(value, str | int) or isinstance(value, bool)):
+            raise BadRequest(f"{key} must be an ISO 8601 timestamp string (or an integer for integer time columns)")
+        try:
+            bounds[key] = parse_bound(None if value is None else str(value), key)
+        except ArchiverError as bad:
+            raise BadRequest(str(bad)) from None
+    priority, tier = str(data.get("priority", "standard")).lower(), str(data.get("tier", "hot")).lower()
+    if priority not in ("standard", "high"):
+        raise BadRequest("priority must be standard or high")
+    if tier not in ("hot", "cool", "cold"):
+        raise BadRequest("tier must be hot, cool or cold")
+    engine.init()
+    if not engine.ledger.restorable(table):
+        return error(404, f"nothing of {table!r} is archived")
+    try:
+        report = rehydrate_range(engine, table, bounds["from"], bounds["to"], tier=tier.capitalize(),
+                                 priority=priority.capitalize())
+    except ArchiverError as nothing:
+        return error(404, str(nothing))
+    return ApiResponse(200 if report["ready"] else 202, report)
+
+
 def restore_status(engine: Engine, restore_id: str) -> ApiResponse:
     try:
         number = int(restore_id)

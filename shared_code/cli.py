@@ -193,12 +193,15 @@ def status(as_json: bool = JsonOpt) -> None:
     from rich.table import Table
 
     table = Table(title="archive status")
-    for col in ("table", "hot", "due", "archived", "dropped", "failed", "blocked", "oldest unarchived", "rows", "bytes"):
-        table.add_column(col, justify="right" if col not in ("table", "oldest unarchived") else "left")
+    for col in ("table", "hot", "due", "archived", "dropped", "failed", "blocked", "oldest unarchived", "rows", "bytes",
+                "in the lake, by tier"):
+        table.add_column(col, justify="right" if col not in ("table", "oldest unarchived", "in the lake, by tier") else "left")
     for r in rows:
         oldest = r["oldest_unarchived"]["range_start"] if r["oldest_unarchived"] else "-"
+        tiers = r.get("bytes_by_tier")
+        shown = ", ".join(f"{k} {_human_bytes(v)}" for k, v in sorted(tiers.items())) if tiers else "-"
         table.add_row(r["table"], *(str(r[k]) for k in ("hot", "due", "archived", "dropped", "failed", "blocked")),
-                      str(oldest), str(r["rows_archived"]), _human_bytes(r["bytes_archived"]))
+                      str(oldest), str(r["rows_archived"]), _human_bytes(r["bytes_archived"]), shown)
     _console().print(table)
 
 

@@ -739,4 +739,19 @@ class Engine:
             if job.state in (JobState.ARCHIVED, JobState.DROPPED):
                 r["rows_archived"] += job.row_count or 0
                 r["bytes_archived"] += job.byte_count or 0
+                r.setdefault("_dirs", set()).add(job.table_path)
+        for r in tables.values():
+            r["bytes_by_tier"] = self._tier_bytes(sorted(d for d in r.pop("_dirs", set()) if d))
         return sorted(tables.values(), key=lambda r: r["table"])
+
+    def _tier_bytes(self, table_dirs: list[str]) -> dict[str, int] | None:
+        """What the lake holds per access tier for these table folders (data, log, manifests); None if unlistable."""
+        totals: dict[str, int] = {}
+        try:
+            for folder in table_dirs:
+                for tier, size in self.lake.tier_bytes(folder).items():
+                    totals[tier] = totals.get(tier, 0) + size
+        except Exception as error:  # noqa: BLE001 - status must answer even when the lake cannot be listed
+            log.warning("status: cannot list the lake's access tiers: %s", render_error(error))
+            return None
+        return totals

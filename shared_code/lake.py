@@ -294,20 +294,19 @@ class Lake:
         after = client.get_blob_properties()
         return True, str(after.blob_tier or "").lower() != "archive" and not after.archive_status
 
-    def tier_bytes(self, relatives: list[str]) -> dict[str, int]:
-        """Bytes per access tier of these files (Hot, Cool, Cold, Archive; 'local' for a local lake)."""
+    def tier_bytes(self, relative_dir: str) -> dict[str, int]:
+        """Bytes per access tier (Hot, Cool, Cold, Archive) of everything under a folder, from one paged listing;
+        a local lake has no tiers ('local')."""
         if self.target.is_local:
-            return {"local": sum(self.size(r) or 0 for r in relatives)}
-        from azure.core.exceptions import ResourceNotFoundError
-
+            return {"local": sum(self.size(f) or 0 for f in self.list_files(relative_dir))}
+        container, _, prefix = self.path(relative_dir).partition("/")
+        self._blob_client(f"{container}/x")  # makes the service client
         out: dict[str, int] = {}
-        for relative in relatives:
-            try:
-                props = self._blob_client(self.path(relative)).get_blob_properties()
-            except ResourceNotFoundError:
+        for blob in self._blob_service.get_container_client(container).list_blobs(name_starts_with=f"{prefix}/"):
+            if blob.name.endswith("/"):
                 continue
-            tier = str(props.blob_tier or "Hot")
-            out[tier] = out.get(tier, 0) + int(props.size or 0)
+            tier = str(blob.blob_tier or "Hot")
+            out[tier] = out.get(tier, 0) + int(blob.size or 0)
         return out
 
     def _delete_blob(self, path: str) -> None:

@@ -24,7 +24,8 @@ def test_bindings(monkeypatch, transport):
     functions = load_app(monkeypatch, transport)
     assert set(functions) == {"planner", "archiver", "dropper", "trigger_archival", "retention_status",
                               "archival_status", "archival_events", "archival_metrics", "retry_job", "health", "readiness",
-                              "verify_archives", "drill_status", "restore_archive", "restore_list", "restore_status"}
+                              "verify_archives", "drill_status", "restore_archive", "rehydrate_archive", "restore_list",
+                              "restore_status"}
 
     timer = functions["planner"].get_bindings()
     assert [(b.type, b.schedule, b.run_on_startup, b.use_monitor) for b in timer] == \
@@ -53,6 +54,7 @@ def test_bindings(monkeypatch, transport):
         "archival/drills/{id}": (["GET"], "function"),
         "archival/jobs/{id}/retry": (["POST"], "function"),
         "archival/restore": (["POST"], "function"),
+        "archival/rehydrate": (["POST"], "function"),
         "archival/restores": (["GET"], "function"),
         "archival/restores/{id}": (["GET"], "function"),
         "health": (["GET"], "anonymous"),

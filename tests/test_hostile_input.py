@@ -34,7 +34,7 @@ BODIES = st.one_of(
     VALUES.map(lambda v: json.dumps(v).encode()),
 )
 POST_ROUTES = [("trigger_archival", "retention/trigger-archival"), ("verify_archives", "archival/verify"),
-               ("restore_archive", "archival/restore")]
+               ("restore_archive", "archival/restore"), ("rehydrate_archive", "archival/rehydrate")]
 
 
 def _check(status: int, body) -> None:

@@ -55,6 +55,9 @@ def test_offline_data_files_are_told_apart_and_brought_back(archived):
     env, jobs, low, high = archived["env"], archived["jobs"], archived["low"], archived["high"]
     offline = _set_tier(archived["container"], _is_data, "Archive")
     assert len(offline) == len(jobs)
+    status = json.loads(_cli(env, "status", "--json").stdout)
+    tiers = next(r for r in status if r["table"] == "public.events")["bytes_by_tier"]
+    assert tiers["Archive"] == sum(j.byte_count for j in jobs) and tiers["Hot"] > 0  # data offline, log online
 
     for args in (["verify", "--json"], ["verify", "--deep", "--json"]):
         result = _cli(env, *args)
@@ -116,3 +119,27 @@ def test_an_offline_delta_log_is_named_not_read_as_already_exists(archived):
     assert back["requested"] == len(logs) and back["ready"]
     answer = _cli(env, "query", "SELECT count(*) AS n FROM public.events", "--json")
     assert answer.returncode == 0, answer.stderr
+
+
+def test_rehydrate_over_http(archived, monkeypatch):
+    import azure.functions as func
+
+    from .functions_support import load_app, user_function
+
+    _set_tier(archived["container"], _is_data, "Archive")
+    for key, value in archived["env"].items():
+        if key.startswith("ARCHIVER_"):
+            monkeypatch.setenv(key, value)
+    functions = load_app(monkeypatch, "storagequeue")
+
+    def post(body: dict) -> tuple[int, dict]:
+        response = user_function(functions, "rehydrate_archive")(func.HttpRequest(
+            "POST", "/api/archival/rehydrate", body=json.dumps(body).encode()))
+        return response.status_code, json.loads(response.get_body())
+
+    assert post({"hypertable": "public.events", "priority": "urgent"})[0] == 400
+    assert post({"hypertable": "public.nope"})[0] == 404
+    status, report = post({"hypertable": "public.events", "from": archived["low"], "to": archived["high"]})
+    assert status == 200 and report["requested"] == len(archived["jobs"]) and report["ready"]
+    status, again = post({"hypertable": "public.events"})
+    assert status == 200 and again["requested"] == 0 and again["pending"] == 0
