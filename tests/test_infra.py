@@ -95,6 +95,10 @@ def test_lifecycle_tiers_after_the_verification_window(parsed):
     cool, cold, arch = (defaults[p]["default"] for p in ("coolAfterDays", "coldAfterDays", "archiveAfterDays"))
     assert 1 <= cool < cold and arch == 0  # nothing goes offline unless the operator opts in
     assert resources_of_type(parsed, "Microsoft.Storage/storageAccounts/blobServices/containers/immutabilityPolicies")
+    # WORM on the live table would block every publish (rename) and checkpoint: the template refuses it, saying so
+    archive = (INFRA / "modules" / "archive-storage.bicep").read_text()
+    assert "var wormCheck = immutabilityDays > 0 ? int('immutabilityDays > 0 is not supported yet" in archive
+    assert "immutabilityPeriodSinceCreationInDays: immutabilityDays + wormCheck" in archive
     soft = [c["properties"]["deleteRetentionPolicy"]["enabled"] for _, c in
             resources_of_type(parsed, "Microsoft.Storage/storageAccounts/blobServices")]
     assert soft and all(soft)

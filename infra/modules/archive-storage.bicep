@@ -54,12 +54,17 @@ resource fileSystem 'Microsoft.Storage/storageAccounts/blobServices/containers@2
   properties: { publicAccess: 'None' }
 }
 
-// Time-based retention: archived Parquet cannot be changed or deleted for immutabilityDays.
+// Time-based retention (WORM) on this filesystem is refused for now: on a hierarchical-namespace account it forbids
+// renaming, deleting and overwriting protected blobs, and the archiver publishes each file by a rename from staging,
+// removes staged files and rewrites `_delta_log/_last_checkpoint`; with it, no chunk could ever be published (nor,
+// once the policy is locked, could the template be re-applied). int() of a sentence fails the deployment with it.
+var wormCheck = immutabilityDays > 0 ? int('immutabilityDays > 0 is not supported yet: WORM on the live Delta table blocks the publish rename, staging cleanup and checkpoints (docs/deploy.md, Caveats). Keep it 0.') : 0
+
 resource immutability 'Microsoft.Storage/storageAccounts/blobServices/containers/immutabilityPolicies@2023-05-01' = if (immutabilityDays > 0) {
   parent: fileSystem
   name: 'default'
   properties: {
-    immutabilityPeriodSinceCreationInDays: immutabilityDays
+    immutabilityPeriodSinceCreationInDays: immutabilityDays + wormCheck
     allowProtectedAppendWrites: false
   }
 }
