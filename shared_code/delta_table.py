@@ -16,7 +16,8 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .errors import ArchiverError, SchemaEvolutionError, render_error
+from .errors import ArchiverError, OfflineError, SchemaEvolutionError, render_error
+from .layout import DELTA_LOG
 from .partitioning import PartitionSpec
 
 if TYPE_CHECKING:
@@ -81,6 +82,15 @@ class ArchiveTable:
             return DeltaTable(self.uri, storage_options=options)
         except TableNotFoundError:
             return None
+        except OSError:
+            # object_store reads a 409 BlobArchived as "already exists": say what it is when the log is offline
+            offline = self.lake.offline(self.lake.list_files(f"{self.table_dir}/{DELTA_LOG}"))
+            if offline:
+                raise OfflineError(
+                    f"the Delta log of {self.source} is in the Archive tier ({len(offline)} log file(s) offline, "
+                    f"e.g. {offline[0].path}), so no reader can open the table; bring it back with: "
+                    f"tsarchive rehydrate --hypertable {self.source}") from None
+            raise
 
     def active_files(self) -> dict[str, int]:
         """Data files in the latest version: table-relative path -> size."""

@@ -26,6 +26,7 @@ from .dropper import ChunkDropper
 from .errors import (
     ArchiverError,
     JobStateError,
+    OfflineError,
     SourceChangedError,
     UnsupportedTypeError,
     VerificationError,
@@ -504,7 +505,13 @@ class Engine:
                                           seconds=time.monotonic() - started))
                 continue
             checked += 1
-            problems = checker.problems(job, deep=deep)
+            try:
+                problems = checker.problems(job, deep=deep)
+            except OfflineError as log_offline:  # the table's Delta log itself is in the Archive tier
+                checked -= 1
+                results.append(StepResult(job.id, job.chunk.qualified_chunk, "verify", "offline", str(log_offline),
+                                          rows=job.row_count or 0, seconds=time.monotonic() - started))
+                continue
             ok = "ok" if job.table_path else "ok (archived before the Delta layout: Parquet files outside the table)"
             results.append(StepResult(job.id, job.chunk.qualified_chunk, "verify", "failed" if problems else "done",
                                       "; ".join(problems) or ok, rows=job.row_count or 0, bytes=job.byte_count or 0,

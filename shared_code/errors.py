@@ -23,6 +23,10 @@ class DatabaseUnavailableError(ArchiverError):
     """The database could not be reached (down, restarting, failing over, network): a later attempt can succeed."""
 
 
+class OfflineError(ArchiverError):
+    """Lake files needed now are in the Archive tier (offline) or still rehydrating: not damaged, not readable yet."""
+
+
 class LayoutError(ArchiverError):
     """A lake path could not be built from the given identity."""
 

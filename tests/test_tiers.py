@@ -115,6 +115,11 @@ def test_an_offline_delta_log_is_named_not_read_as_already_exists(archived):
     query = _cli(env, "query", "SELECT count(*) AS n FROM public.events")
     assert query.returncode == 1 and "already exists" not in query.stderr
     assert "Delta log is in the Archive tier" in query.stderr and "tsarchive rehydrate" in query.stderr
+    verify = _cli(env, "verify", "--json")  # offline, not corrupt: exit 0, every archive counted offline
+    assert verify.returncode == 0, verify.stderr
+    report = json.loads(verify.stdout)
+    assert report["offline"] == len(archived["jobs"]) and report["failed"] == 0
+    assert all("Delta log of public.events is in the Archive tier" in r["detail"] for r in report["results"])
     back = json.loads(_cli(env, "rehydrate", "--hypertable", "public.events", "--json").stdout)
     assert back["requested"] == len(logs) and back["ready"]
     answer = _cli(env, "query", "SELECT count(*) AS n FROM public.events", "--json")
