@@ -18,6 +18,7 @@ DATA_FOLDER_PREFIXES = ("year=", "range_start=")
 MAX_PREFIXES_PER_RULE = 10
 MAX_RULES = 100
 ONLINE_RULE = "tsarchive-online-tiers"
+REHYDRATED_ONLINE_DAYS = 30  # a rehydrated data file stays online this long before the rule may archive it again
 OFFLINE_RULE = "tsarchive-offline-data-{:02d}"
 
 
@@ -53,7 +54,10 @@ def policy(lake_root: str, days: TierDays, table_dirs: list[str]) -> dict[str, A
         groups = [prefixes[i:i + MAX_PREFIXES_PER_RULE] for i in range(0, len(prefixes), MAX_PREFIXES_PER_RULE)]
         if len(groups) + len(rules) > MAX_RULES:
             raise ValueError(f"{len(table_dirs)} tables need {len(groups)} offline rules; a policy holds {MAX_RULES}")
-        offline = {"tierToArchive": {"daysAfterModificationGreaterThan": days.archive}}
+        # A rehydrated blob keeps its old modification time: without the tier-change condition the rule would
+        # take it offline again the next day, in the middle of an audit.
+        offline = {"tierToArchive": {"daysAfterModificationGreaterThan": days.archive,
+                                     "daysAfterLastTierChangeGreaterThan": REHYDRATED_ONLINE_DAYS}}
         rules += [_rule(OFFLINE_RULE.format(n + 1), group, offline) for n, group in enumerate(groups)]
     return {"rules": rules}
 

@@ -364,6 +364,9 @@ def test_only_the_printed_data_prefixes_can_go_offline(parsed):
     assert "prefixMatch: ['${fileSystemName}/']" in text  # the online rule: the whole filesystem, Cool and Cold only
     assert text.count("tierToArchive") == 1  # one place: the offline rules
     assert "prefixMatch: take(skip(offlinePrefixes, i * 10), 10)" in text  # 10 prefixes per rule, the service's limit
+    from shared_code.lifecycle import REHYDRATED_ONLINE_DAYS
+
+    assert f"daysAfterLastTierChangeGreaterThan: {REHYDRATED_ONLINE_DAYS} " in text  # the same rule as the CLI prints
     assert "split(offlineTierPrefixes, ',')" in text and archive["parameters"]["offlineTierPrefixes"]["default"] == ""
     params = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
     assert params["archiveAfterDays"]["value"] == "${ARCHIVER_ARCHIVE_TIER_AFTER_DAYS=0}"

@@ -96,7 +96,8 @@ var offlineRules = [for i in range(0, offlineRuleCount): {
   type: 'Lifecycle'
   definition: {
     filters: { blobTypes: ['blockBlob'], prefixMatch: take(skip(offlinePrefixes, i * 10), 10) }
-    actions: { baseBlob: { tierToArchive: { daysAfterModificationGreaterThan: archiveAfterDays } } }
+    // A rehydrated blob keeps its modification time: the tier-change condition keeps it online 30 days (lifecycle.py).
+    actions: { baseBlob: { tierToArchive: { daysAfterModificationGreaterThan: archiveAfterDays, daysAfterLastTierChangeGreaterThan: 30 } } }
   }
 }]
 // An opted-in Archive tier without data prefixes, or before Cold, is a mistake: fail the deployment saying so.
