@@ -472,9 +472,9 @@ class Engine:
         failed = [r for r in results if r.outcome != "done"]
         problems = [{"job_id": r.job_id, "chunk": r.chunk, "problem": r.detail} for r in failed]
         if drill_id is None:
-            self.ledger.record_drill(len(results), problems)
+            self.ledger.record_drill(len(results), problems, offline=skipped)
         else:
-            self.ledger.finish_drill(drill_id, len(results), problems)
+            self.ledger.finish_drill(drill_id, len(results), problems, offline=skipped)
         telemetry.drill_checked.add(len(results))
         telemetry.drill_failed.add(len(failed))
         return everything

@@ -126,6 +126,10 @@ _MIGRATIONS: list[str] = [
     ALTER TABLE {schema}.drills ADD COLUMN IF NOT EXISTS error text;
     ALTER TABLE {schema}.drills ALTER COLUMN checked SET DEFAULT 0, ALTER COLUMN failed SET DEFAULT 0;
     """,
+    # 9: archives a drill skipped because their files were in the Archive tier (offline, not damaged)
+    """
+    ALTER TABLE {schema}.drills ADD COLUMN IF NOT EXISTS offline integer NOT NULL DEFAULT 0;
+    """,
 ]
 
 
@@ -388,10 +392,11 @@ class Ledger:
         self.conn.execute(sql.SQL("UPDATE {} SET last_error = %s, updated_at = now() WHERE id = %s").format(self._jobs),
                           (message, job_id))
 
-    def record_drill(self, checked: int, problems: list[dict[str, Any]]) -> None:
-        """A recovery drill's outcome: archives checked, and each failure (job id, chunk, what was wrong)."""
-        self.conn.execute(sql.SQL("INSERT INTO {}.drills (checked, failed, problems) VALUES (%s, %s, %s)").format(
-            sql.Identifier(self.schema)), (checked, len(problems), json.dumps(problems)))
+    def record_drill(self, checked: int, problems: list[dict[str, Any]], offline: int = 0) -> None:
+        """A recovery drill's outcome: archives checked, each failure (job id, chunk, what was wrong), and how many
+        were skipped as offline."""
+        self.conn.execute(sql.SQL("INSERT INTO {}.drills (checked, failed, problems, offline) VALUES (%s, %s, %s, %s)")
+                          .format(sql.Identifier(self.schema)), (checked, len(problems), json.dumps(problems), offline))
 
     def open_drill(self, sample: int, table: str | None, requested_by: str) -> int:
         """Record a drill asked for over HTTP, queued for the archiver function; its id."""
@@ -409,10 +414,11 @@ class Ledger:
             sql.Identifier(self.schema)), (drill_id,)).fetchone()
         return str(row[0]) if row else None
 
-    def finish_drill(self, drill_id: int, checked: int, problems: list[dict[str, Any]]) -> None:
+    def finish_drill(self, drill_id: int, checked: int, problems: list[dict[str, Any]], offline: int = 0) -> None:
         self.conn.execute(sql.SQL(
-            "UPDATE {}.drills SET state = 'done', checked = %s, failed = %s, problems = %s, error = NULL, ran_at = now() "
-            "WHERE id = %s").format(sql.Identifier(self.schema)), (checked, len(problems), json.dumps(problems), drill_id))
+            "UPDATE {}.drills SET state = 'done', checked = %s, failed = %s, problems = %s, offline = %s, error = NULL, "
+            "ran_at = now() WHERE id = %s").format(sql.Identifier(self.schema)),
+            (checked, len(problems), json.dumps(problems), offline, drill_id))
 
     def fail_drill(self, drill_id: int, message: str) -> None:
         self.conn.execute(sql.SQL("UPDATE {}.drills SET state = 'failed', error = %s WHERE id = %s").format(
@@ -426,12 +432,13 @@ class Ledger:
 
     def last_drill(self) -> dict[str, Any] | None:
         with self.conn.cursor(row_factory=dict_row) as cur:
-            row = cur.execute(sql.SQL("SELECT ran_at, checked, failed, problems FROM {}.drills WHERE state = 'done' "
-                                      "ORDER BY id DESC LIMIT 1").format(sql.Identifier(self.schema))).fetchone()
+            row = cur.execute(sql.SQL("SELECT ran_at, checked, failed, problems, offline FROM {}.drills "
+                                      "WHERE state = 'done' ORDER BY id DESC LIMIT 1")
+                              .format(sql.Identifier(self.schema))).fetchone()
         if row is None:
             return None
         return {"ran_at": row["ran_at"].isoformat(), "checked": row["checked"], "failed": row["failed"],
-                "problems": row["problems"]}
+                "problems": row["problems"], "offline": row["offline"]}
 
     # -- restores ---------------------------------------------------------------------------
     def open_restore(self, source_table: str, range_from: str | None, range_to: str | None, target: str | None,

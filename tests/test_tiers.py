@@ -66,6 +66,9 @@ def test_offline_data_files_are_told_apart_and_brought_back(archived):
         assert (report["offline"], report["failed"]) == (len(jobs), 0) and report["offline_bytes"] > 0
         assert all("tsarchive rehydrate --hypertable public.events" in r["detail"]
                    for r in report["results"] if r["outcome"] == "offline")
+    with psycopg.connect(archived["dsn"]) as conn:  # the drill (verify --deep) recorded what it skipped
+        assert conn.execute("SELECT checked, failed, offline FROM archiver.drills ORDER BY id DESC LIMIT 1").fetchone() \
+            == (0, 0, len(jobs))
     human = _cli(env, "verify")
     assert human.returncode == 0 and f"{len(jobs)} offline (Archive tier" in human.stdout
 
