@@ -11,7 +11,7 @@ import azure.functions as func
 import psycopg
 
 from shared_code import api, runtime
-from shared_code.errors import ArchiverError, ConfigError, LakeError, render_error
+from shared_code.errors import ArchiverError, ConfigError, DatabaseUnavailableError, LakeError, render_error
 
 bp = func.Blueprint()
 log = logging.getLogger("tsarchive")
@@ -38,7 +38,7 @@ def _handle(action: Callable[[], api.ApiResponse]) -> func.HttpResponse:
         return _json(413, {"error": str(large)})
     except api.BadRequest as bad:
         return _json(400, {"error": str(bad)})
-    except (ConfigError, LakeError) as down:
+    except (ConfigError, LakeError, DatabaseUnavailableError) as down:
         log.error("service unavailable: %s", down)
         return _json(503, {"error": str(down)})
     except psycopg.OperationalError as down:

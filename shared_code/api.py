@@ -289,13 +289,9 @@ def retry(engine: Engine, transport: Transport, job_id: str) -> ApiResponse:
 
 def liveness() -> dict[str, str]:
     """What the anonymous health route says: the worker runs this build. Nothing else (no dependency, no error)."""
-    from importlib.metadata import PackageNotFoundError, version
+    from . import __version__
 
-    try:
-        build = version("tsarchive")
-    except PackageNotFoundError:  # published as files (func publish), not installed as a distribution
-        build = "unpackaged"
-    return {"status": "alive", "version": build}
+    return {"status": "alive", "version": __version__}
 
 
 def health(check_database, check_lake) -> ApiResponse:

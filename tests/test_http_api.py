@@ -150,6 +150,8 @@ def test_anonymous_health_touches_no_dependency(http, monkeypatch):
         assert listener.accepted == 0
         status, body = http["call"]("readiness")  # the keyed route does connect: the listener would have seen it
         assert status == 503 and listener.accepted >= 1 and "secret" not in json.dumps(body)
+        status, body = http["call"]("archival_status")  # an unreachable database is 503, not a conflict
+        assert status == 503 and "cannot connect to the database" in body["error"] and "secret" not in json.dumps(body)
 
 
 @pytest.mark.scenario("A request body over 64 KiB: 413 before any database connection is opened")
