@@ -59,9 +59,14 @@ param archiveAfterDays int = 0
 @description('With archiveAfterDays: the data-file prefixes `tsarchive lifecycle` prints, comma-separated. Re-run it and re-provision when a table is first archived.')
 param offlineTierPrefixes string = ''
 
-@description('Days of time-based immutability (WORM) on the archive filesystem; 0 turns it off.')
+@description('Days of time-based retention (WORM) on the vault: a second container of create-only final copies of every archive (ARCHIVER_VAULT_URL). 0: no vault. The live table never gets a WORM policy (docs/deploy.md, Immutable copies).')
 @minValue(0)
 param immutabilityDays int = 0
+@description('Set true after locking the vault policy (az storage container immutability-policy lock): a locked policy accepts only extensions, so the template stops declaring it.')
+param immutabilityPolicyLocked bool = false
+@description('Days after which vault data files move to the offline Archive tier; 0 keeps them online. The vault manifests stay online.')
+@minValue(0)
+param vaultArchiveAfterDays int = 0
 
 @minValue(1)
 @maxValue(365)
@@ -159,6 +164,8 @@ module archiveStorage 'modules/archive-storage.bicep' = {
     archiveAfterDays: archiveAfterDays
     offlineTierPrefixes: offlineTierPrefixes
     immutabilityDays: immutabilityDays
+    immutabilityPolicyLocked: immutabilityPolicyLocked
+    vaultArchiveAfterDays: vaultArchiveAfterDays
     softDeleteDays: softDeleteDays
     logAnalyticsId: monitoring.outputs.logAnalyticsId
     privateEndpointSubnetId: privateEndpointSubnetId
@@ -221,6 +228,7 @@ module functionApp 'modules/function-app.bicep' = {
       ARCHIVER_PARTITIONED_TABLES: partitionedTables
       ARCHIVER_LAKE_URL: 'abfss://${archiveFileSystem}@${archiveStorage.outputs.name}.dfs.${environment().suffixes.storage}/timescale'
       ARCHIVER_LAKE_CLIENT_ID: identity.outputs.clientId
+      ARCHIVER_VAULT_URL: archiveStorage.outputs.vaultUrl
       ARCHIVER_DATABASE_AUTH: databaseAuth == 'entra' ? 'entra' : 'password'
       ARCHIVER_DATABASE_URL: databaseAuth == 'entra' ? databaseUrl : '@Microsoft.KeyVault(SecretUri=${keyVault.outputs.secretUri})'
       ServiceBusConnection__fullyQualifiedNamespace: transport == 'servicebus' ? serviceBus.outputs.fullyQualifiedNamespace : ''
@@ -281,6 +289,7 @@ output AZURE_FUNCTION_APP_URL string = functionApp.outputs.url
 output AZURE_MANAGED_IDENTITY_NAME string = identity.outputs.name
 output AZURE_MANAGED_IDENTITY_CLIENT_ID string = identity.outputs.clientId
 output ARCHIVE_STORAGE_ACCOUNT string = archiveStorage.outputs.name
+output ARCHIVER_VAULT_URL string = archiveStorage.outputs.vaultUrl
 output ARCHIVER_LAKE_URL string = 'abfss://${archiveFileSystem}@${archiveStorage.outputs.name}.dfs.${environment().suffixes.storage}/timescale'
 output SERVICEBUS_NAMESPACE string = transport == 'servicebus' ? serviceBus.outputs.fullyQualifiedNamespace : ''
 output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.appInsightsName

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from .delta_table import ArchiveTable
 from .errors import render_error
@@ -12,6 +13,9 @@ from .lake import Lake
 from .layout import ChunkLayout
 from .ledger import Job
 from .partitioning import PartitionSpec
+
+if TYPE_CHECKING:
+    from .vault import Vault
 
 
 def archive_digest(files: list[tuple[str, str, int]]) -> str:
@@ -27,15 +31,16 @@ def first_line(error: BaseException) -> str:
 class ArchiveChecker:
     """Checks archived jobs; caches each Delta table's live files across the jobs it checks."""
 
-    def __init__(self, lake: Lake, layout_for: Callable[[Job], ChunkLayout]) -> None:
-        self.lake, self.layout_for = lake, layout_for
+    def __init__(self, lake: Lake, layout_for: Callable[[Job], ChunkLayout], vault: Vault | None = None) -> None:
+        self.lake, self.layout_for, self.vault = lake, layout_for, vault
         self.live: dict[str, dict[str, int]] = {}  # table folder -> {path in table: size}
 
-    def problems(self, job: Job, *, checksum: bool = True, deep: bool = False) -> list[str]:
+    def problems(self, job: Job, *, checksum: bool = True, deep: bool = False, before_drop: bool = False) -> list[str]:
         """What is wrong with a job's archive; empty when its files match the ledger and are live in its Delta table.
 
-        deep (the recovery drill): also decode every row group of every file, and recompute the archive's content
-        hash from the files as they are now.
+        deep (the recovery drill): also decode every row group of every file, recompute the archive's content hash
+        from the files as they are now, and read the vault copies back. before_drop: with a vault, an archive not yet
+        sealed there is a problem (the drop re-archives it, which seals it); the vault copies are checked by size.
         """
         import pyarrow.parquet as pq
 
@@ -69,6 +74,11 @@ class ArchiveChecker:
             problems.append("the files' content hash differs from the one recorded at archive time")
         if job.table_path:
             problems.extend(self._table_holds(job))
+        if self.vault is not None and job.vault_manifest:
+            problems.extend(self.vault.problems(job, checksum=deep))
+        elif self.vault is not None and before_drop:
+            problems.append("no immutable copy in the vault yet (ARCHIVER_VAULT_URL was set after this chunk was "
+                            "archived); archiving it again seals one")
         return problems
 
     def forget(self, table_path: str | None) -> None:

@@ -221,9 +221,13 @@ class ChunkFileWriter:
                 handle.sink.close()
             except Exception:  # noqa: BLE001 - best effort: the file is deleted next
                 pass
+        # Best effort: an abort runs while another error is on its way up, and that error is the one to report.
         for path in self.published:
-            self.lake.delete(path)
-        self.lake.delete_tree(self.staging_dir)
+            self.lake.delete_quietly(path)
+        try:
+            self.lake.delete_tree(self.staging_dir)
+        except Exception:  # noqa: BLE001 - see above; a later attempt's sweep removes what stays
+            pass
 
 
 def verify_file(lake: Lake, path: str, size: int, sha256: str, rows: int, schema: pa.Schema | None, pq) -> None:

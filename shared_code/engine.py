@@ -43,6 +43,7 @@ from .partitioning import PartitionSpec, month_keys
 from .planning import Decision, PlanEntry, TablePolicy, cutoff_for, plan, table_selected
 from .settings import Settings
 from .typemap import ColumnPlan, plan_columns, schema_fingerprint, text_companion
+from .vault import Vault, make_vault
 
 log = logging.getLogger("tsarchive")
 
@@ -121,7 +122,7 @@ class Engine:
     """One worker: a psycopg connection for catalog/ledger/DDL, ADBC for rows, a lake."""
 
     def __init__(self, settings: Settings, *, clock: Clock = utcnow, progress: Progress | None = None,
-                 lake: Lake | None = None) -> None:
+                 lake: Lake | None = None, vault: Vault | None = None) -> None:
         self.settings = settings
         self.clock = clock
         self.progress = progress or (lambda *_: None)
@@ -137,6 +138,7 @@ class Engine:
         self.ledger = Ledger(self.conn, settings.ledger_schema)
         conn_string = settings.lake_connection_string.get_secret_value() if settings.lake_connection_string else None
         self.lake = lake or Lake(settings.lake_url, conn_string, settings.lake_client_id)
+        self.vault = vault or make_vault(settings)
         self._migrated = False
         # The WASM TimescaleDB build runs one transaction at a time, so a second snapshot-sharing stream would wait forever.
         self.serial = db.serializes_transactions(self.conn)  # then also one chunk at a time
@@ -355,13 +357,19 @@ class Engine:
                 writer.abort()
             raise
         crash_point("after_commit")
+        # The commit holds the new files; what follows is cleanup, and a refused delete (say, a WORM policy someone
+        # put on the live filesystem) must not fail an archive that is already committed: it is logged instead.
         for path in previous:  # replaced by this commit: no plain-Parquet reader may see them any more
-            self.lake.delete(layout.in_lake(path))
+            self.lake.delete_quietly(layout.in_lake(path))
         if not job.table_path:  # archived before the Delta layout: its old files now duplicate the committed rows
             for path in [*job.lake_paths, *([job.manifest_path] if job.manifest_path else [])]:
                 if path != layout.manifest():
-                    self.lake.delete(path)
-        self.lake.delete_tree(writer.staging_dir)
+                    self.lake.delete_quietly(path)
+        try:
+            self.lake.delete_tree(writer.staging_dir)
+        except Exception as error:  # noqa: BLE001 - see above: cleanup only
+            log.warning("job %s: staged files stay in %s (%s)", job.id, writer.staging_dir, _first_line(error),
+                        extra={"job_id": job.id})
         files = [FileEntry(layout.in_lake(f.path), f.rows, f.size, f.sha256, w.row_groups)
                  for f, w in zip(data_files, writer.files, strict=True)]
         manifest.files, manifest.rows, manifest.content_hash = files, writer.rows, digest
@@ -371,6 +379,18 @@ class Engine:
         self.lake.write_bytes(manifest_staging, manifest_bytes)
         self.lake.move(manifest_staging, layout.manifest())
         crash_point("after_manifest")
+        seal = None
+        if self.vault is not None:
+            with telemetry.span("seal", job_id=job.id, files=len(files)):
+                seal = self.vault.seal(self.lake, files, layout, job.id, token, {
+                    "source_table": job.table, "source_chunk": job.chunk.qualified_chunk, "kind": str(job.kind),
+                    "range_start": manifest.range_start, "range_end": manifest.range_end, "rows": writer.rows,
+                    "content_hash": digest, "delta_table": layout.table_dir, "delta_version": version,
+                    "columns": [{"name": p.name, "pg_type": p.pg_type} for p in plans],
+                    "live_manifest": layout.manifest(), "live_manifest_sha256": hashlib.sha256(manifest_bytes).hexdigest(),
+                    "sealed_at": self.clock().isoformat(), "tool": manifest.tool,
+                })
+            crash_point("after_seal")
         nbytes = sum(f.bytes for f in files)
         job = self.ledger.mark_archived(
             job.id, lake_paths=[f.path for f in files], checksums={f.path: f.sha256 for f in files},
@@ -379,6 +399,7 @@ class Engine:
             archive_snapshot=snapshot.snapshot, chunk_oid=snapshot.relation_oid,
             columns=[{"name": p.name, "pg_type": p.pg_type} for p in plans],
             manifest_sha256=hashlib.sha256(manifest_bytes).hexdigest(),
+            vault_manifest=seal.manifest_path if seal else None, vault_manifest_sha256=seal.manifest_sha256 if seal else None,
         )
         crash_point("after_archived")
         self.progress("archived", job, {"rows": writer.rows, "bytes": nbytes, "seconds": time.monotonic() - started})
@@ -455,11 +476,12 @@ class Engine:
 
     # -- verify ---------------------------------------------------------------------------------
     def checker(self) -> ArchiveChecker:
-        return ArchiveChecker(self.lake, self._layout)
+        return ArchiveChecker(self.lake, self._layout, self.vault)
 
     def check_archive(self, job: Job, *, checksum: bool = True) -> list[str]:
-        """Problems with a job's archive; empty when its files match the ledger and are live in the Delta table."""
-        return self.checker().problems(job, checksum=checksum)
+        """Problems with a job's archive before its drop; empty when its files match the ledger, are live in the
+        Delta table and, with a vault, are sealed there."""
+        return self.checker().problems(job, checksum=checksum, before_drop=True)
 
     def drill(self, sample: int | None = None, table: str | None = None, drill_id: int | None = None) -> list[StepResult]:
         """The recovery drill: verify --deep on every archive (or a random sample), recorded in the ledger (as drill

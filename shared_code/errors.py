@@ -27,6 +27,23 @@ class OfflineError(ArchiverError):
     """Lake files needed now are in the Archive tier (offline) or still rehydrating: not damaged, not readable yet."""
 
 
+class ImmutableStorageError(TerminalError):
+    """The live lake refused a rename, delete or overwrite because of an immutability (WORM) policy."""
+
+
+IMMUTABLE_CODE = "BlobImmutableDueToPolicy"  # Azure's 409 for a rename, delete or overwrite under a WORM policy
+IMMUTABLE_HINT = (
+    "the blob is under an immutability (WORM) policy. The live Delta table must stay writable (publishing renames, "
+    "re-archives replace files, checkpoints are rewritten): remove the policy from that filesystem and keep immutable "
+    "copies in a separate container with ARCHIVER_VAULT_URL (docs/deploy.md, Immutable copies). No chunk was dropped")
+
+
+def is_immutable_refusal(error: BaseException) -> bool:
+    """Whether storage refused an operation because the blob is under an immutability (WORM) policy."""
+    text = f"{getattr(error, 'error_code', '') or ''} {error}"
+    return IMMUTABLE_CODE in text or "immutable due to a policy" in text
+
+
 class LayoutError(ArchiverError):
     """A lake path could not be built from the given identity."""
 
@@ -78,7 +95,7 @@ def sqlstate(error: BaseException) -> str | None:
 
 def is_terminal(error: BaseException) -> bool:
     """True when retrying the same step cannot succeed."""
-    if isinstance(error, TerminalError):
+    if isinstance(error, TerminalError) or is_immutable_refusal(error):
         return True
     code = sqlstate(error)
     return bool(code) and code[:2] in _TERMINAL_SQLSTATE_CLASSES
@@ -112,6 +129,8 @@ def render_error(error: BaseException) -> str:
     """
     text = str(error).strip()
     line = text.splitlines()[0] if text else type(error).__name__
+    if is_immutable_refusal(error) and not isinstance(error, ImmutableStorageError):
+        return f"{line[:300]}: {IMMUTABLE_HINT}"
     diag = getattr(error, "diag", None)
     detail = getattr(diag, "message_detail", None) if sqlstate(error) else None
     if detail:

@@ -9,6 +9,7 @@ CRASH_POINTS = (
     "before_commit",
     "after_commit",
     "after_manifest",
+    "after_seal",
     "after_archived",
     "before_drop_commit",
 )

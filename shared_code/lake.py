@@ -9,18 +9,27 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
+import os
 import time
+import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
-from .errors import ConfigError, LakeError, render_error
+from .errors import IMMUTABLE_HINT, ConfigError, ImmutableStorageError, LakeError, is_immutable_refusal, render_error
 
 if TYPE_CHECKING:
     from pyarrow import NativeFile
     from pyarrow.fs import FileSystem
 
+log = logging.getLogger("tsarchive")
+
 _READ_BLOCK = 8 * 1024 * 1024
+
+
+def immutable_live_lake(url: str, action: str, path: str) -> ImmutableStorageError:
+    return ImmutableStorageError(f"the lake {url} refused to {action} {path}: {IMMUTABLE_HINT}")
 
 
 def _parse_connection_string(text: str) -> dict[str, str]:
@@ -228,18 +237,23 @@ class Lake:
         src, dst = self.path(source), self.path(destination)
         if self.target.is_local:
             self.fs.create_dir(dst.rsplit("/", 1)[0], recursive=True)
-        if not self._flat_namespace:
-            try:
-                self.fs.move(src, dst)
+        try:
+            if not self._flat_namespace:
+                try:
+                    self.fs.move(src, dst)
+                    return
+                except NotImplementedError:  # pyarrow: Move() needs a hierarchical namespace
+                    self._flat_namespace = True
+            if self._blob_sdk:
+                self._copy_blob(src, dst)
+                self._delete_blob(src)
                 return
-            except NotImplementedError:  # pyarrow: Move() needs a hierarchical namespace
-                self._flat_namespace = True
-        if self._blob_sdk:
-            self._copy_blob(src, dst)
-            self._delete_blob(src)
-            return
-        self.fs.copy_file(src, dst)
-        self.fs.delete_file(src)
+            self.fs.copy_file(src, dst)
+            self.fs.delete_file(src)
+        except Exception as error:
+            if is_immutable_refusal(error):
+                raise immutable_live_lake(self.url, "move", source) from None
+            raise
 
     @property
     def _blob_sdk(self) -> bool:
@@ -329,13 +343,58 @@ class Lake:
             raise LakeError(f"copying {src} to {dst} in the lake ended as {status!r}; the next run retries")
 
     def delete(self, relative: str) -> None:
-        if self._blob_sdk:
-            self._delete_blob(self.path(relative))
-            return
         try:
-            self.fs.delete_file(self.path(relative))
-        except FileNotFoundError:
-            pass
+            if self._blob_sdk:
+                self._delete_blob(self.path(relative))
+                return
+            try:
+                self.fs.delete_file(self.path(relative))
+            except FileNotFoundError:
+                pass
+        except Exception as error:
+            if is_immutable_refusal(error):
+                raise immutable_live_lake(self.url, "delete", relative) from None
+            raise
+
+    def delete_quietly(self, relative: str) -> bool:
+        """Best-effort delete of a file nothing references any more: a refusal is logged, never raised."""
+        try:
+            self.delete(relative)
+            return True
+        except Exception as error:  # noqa: BLE001 - cleanup must not fail a job whose data is already safe
+            log.warning("could not delete %s from the lake (%s); it stays, unreferenced", relative, render_error(error))
+            return False
+
+    # -- create-only writes (the vault) ---------------------------------------------------------
+    def create_only(self, relative: str, source: Any, length: int) -> bool:
+        """Write a new file from a readable stream, never replacing one: True if created, False if the name existed.
+
+        Azure: one Put Blob / Put Block List with If-None-Match: * and no later property or metadata call (under a
+        WORM policy any call after the create is refused). Local: a temporary file hard-linked into place.
+        """
+        target = self.path(relative)
+        if self.target.is_local:
+            folder = target.rsplit("/", 1)[0]
+            os.makedirs(folder, exist_ok=True)
+            temporary = f"{folder}/.{uuid.uuid4().hex}.tmp"
+            try:
+                with open(temporary, "xb") as out:
+                    while block := source.read(_READ_BLOCK):
+                        out.write(block)
+                try:
+                    os.link(temporary, target)
+                except FileExistsError:
+                    return False
+                return True
+            finally:
+                os.unlink(temporary)
+        from azure.core.exceptions import ResourceExistsError
+
+        try:
+            self._blob_client(target).upload_blob(source, length=length, overwrite=False, max_concurrency=4)
+        except ResourceExistsError:
+            return False
+        return True
 
     # -- reading -----------------------------------------------------------------------------
     def exists(self, relative: str) -> bool:

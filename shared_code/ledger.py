@@ -130,6 +130,11 @@ _MIGRATIONS: list[str] = [
     """
     ALTER TABLE {schema}.drills ADD COLUMN IF NOT EXISTS offline integer NOT NULL DEFAULT 0;
     """,
+    # 10: the immutable copy of an archive (ARCHIVER_VAULT_URL): its manifest and that manifest's SHA-256
+    """
+    ALTER TABLE {schema}.jobs ADD COLUMN IF NOT EXISTS vault_manifest text;
+    ALTER TABLE {schema}.jobs ADD COLUMN IF NOT EXISTS vault_manifest_sha256 text;
+    """,
 ]
 
 
@@ -167,6 +172,8 @@ class Job:
     columns: list[dict[str, str]] | None = None  # name and PostgreSQL type, from the catalog at archive time
     manifest_sha256: str | None = None
     terminal: bool = False  # failed in a way no automatic retry can fix
+    vault_manifest: str | None = None  # the sealed immutable copy (vault.py), when a vault is configured
+    vault_manifest_sha256: str | None = None
 
     @property
     def table(self) -> str:
@@ -204,6 +211,7 @@ def _job(row: dict[str, Any]) -> Job:
         table_path=row.get("table_path"), delta_version=row.get("delta_version"),
         archive_snapshot=row.get("archive_snapshot"), chunk_oid=row.get("chunk_oid"),
         columns=row.get("columns"), manifest_sha256=row.get("manifest_sha256"), terminal=bool(row.get("terminal")),
+        vault_manifest=row.get("vault_manifest"), vault_manifest_sha256=row.get("vault_manifest_sha256"),
     )
 
 
@@ -350,14 +358,16 @@ class Ledger:
     def mark_archived(self, job_id: int, *, lake_paths: list[str], checksums: dict[str, str], manifest_path: str,
                       row_count: int, byte_count: int, content_hash: str, schema_fingerprint: str, table_path: str,
                       delta_version: int | None, archive_snapshot: str | None, chunk_oid: int | None,
-                      columns: list[dict[str, str]], manifest_sha256: str) -> Job:
-        """archiving -> archived: the committed files, their checksums, and the Delta table version holding them."""
+                      columns: list[dict[str, str]], manifest_sha256: str, vault_manifest: str | None = None,
+                      vault_manifest_sha256: str | None = None) -> Job:
+        """archiving -> archived: the committed files, their checksums, the Delta table version holding them, and
+        the sealed vault copy (if any)."""
         return self.transition(
             job_id, [JobState.ARCHIVING], JobState.ARCHIVED, lake_paths=lake_paths, checksums=checksums,
             manifest_path=manifest_path, row_count=row_count, byte_count=byte_count, content_hash=content_hash,
             schema_fingerprint=schema_fingerprint, table_path=table_path, delta_version=delta_version,
             archive_snapshot=archive_snapshot, chunk_oid=chunk_oid, columns=columns, manifest_sha256=manifest_sha256,
-            archived_at="now()", claimed_by_pid=None,
+            vault_manifest=vault_manifest, vault_manifest_sha256=vault_manifest_sha256, archived_at="now()", claimed_by_pid=None,
             next_attempt_at=None,
         )
 

@@ -64,6 +64,8 @@ class Settings(BaseSettings):
     lake_url: str = Field(default_factory=lambda: (Path.cwd() / "lake").as_uri())
     lake_connection_string: SecretStr | None = None
     lake_client_id: str | None = None
+    vault_url: str | None = None
+    vault_connection_string: SecretStr | None = None
     retention_days: int = Field(default=730, ge=1)
     retention_overrides: Annotated[dict[str, int], NoDecode] = Field(default_factory=dict)
     integer_retention: Annotated[dict[str, int], NoDecode] = Field(default_factory=dict)
@@ -141,9 +143,16 @@ class Settings(BaseSettings):
             raise ValueError("must be a postgresql:// URL or a libpq 'key=value' string")
         return value
 
-    @field_validator("lake_url")
+    @field_validator("vault_url", mode="before")
     @classmethod
-    def _lake_url(cls, value: str) -> str:
+    def _vault_off_when_empty(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("lake_url", "vault_url")
+    @classmethod
+    def _lake_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         parts = urlsplit(value)
         if parts.scheme == "file":
             if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
@@ -165,6 +174,13 @@ class Settings(BaseSettings):
         if bad:
             raise ValueError(f"expected source schema.table=lake schema.table pairs; not {', '.join(bad)}")
         return value
+
+    @model_validator(mode="after")
+    def _vault_apart_from_lake(self) -> Settings:
+        if self.vault_url and self.vault_url.rstrip("/") == self.lake_url.rstrip("/"):
+            raise ValueError("ARCHIVER_VAULT_URL must name another container (or folder) than ARCHIVER_LAKE_URL: "
+                             "the live Delta table needs renames and deletes that an immutability policy forbids")
+        return self
 
     @model_validator(mode="after")
     def _integer_retention_positive(self) -> Settings:

@@ -251,3 +251,106 @@ class TcpProxy:
 
     def close(self) -> None:
         self.stop()
+
+
+class WormProxy:
+    """An HTTP front for Azurite's Blob endpoint that enforces a container-level WORM policy on chosen containers, with
+    the response Azure gives (409, error code BlobImmutableDueToPolicy): no blob there may be deleted, overwritten,
+    renamed away (a copy's source delete) or have its properties or metadata set once it exists; creating a new blob,
+    reading, listing and changing its tier stay allowed. Azurite has no immutability policies, so this is the storage
+    boundary the archiver is tested against. Every refusal is counted, by operation."""
+
+    _MUTATING = {None, "block", "blocklist", "metadata", "properties", "appendblock", "page", "snapshot"}
+
+    def __init__(self, upstream_port: int, containers: set[str]) -> None:
+        import http.client
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from urllib.parse import parse_qs, unquote, urlsplit
+
+        from azure.storage.blob import BlobServiceClient
+
+        from .conftest import AZURITE_CONNECTION_STRING
+
+        proxy = self
+        self._service = BlobServiceClient.from_connection_string(AZURITE_CONNECTION_STRING)
+        self.containers = set(containers)
+        self.refused: list[tuple[str, str]] = []  # (operation, blob path)
+        self.forwarded = 0
+        self._lock = threading.Lock()
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def _forward(self, method: str, body: bytes | None) -> tuple[int, list[tuple[str, str]], bytes]:
+                upstream = http.client.HTTPConnection("127.0.0.1", upstream_port, timeout=60)
+                try:
+                    headers = {k: v for k, v in self.headers.items() if k.lower() not in ("connection",)}
+                    upstream.request(method, self.path, body=body, headers=headers)
+                    answer = upstream.getresponse()
+                    return answer.status, answer.getheaders(), answer.read()
+                finally:
+                    upstream.close()
+
+            def _exists(self, blob_path: str) -> bool:
+                container, _, name = blob_path.partition("/")
+                return proxy._service.get_blob_client(container, unquote(name)).exists()
+
+            def _refuse(self, operation: str, blob_path: str) -> None:
+                with proxy._lock:
+                    proxy.refused.append((operation, blob_path))
+                body = (b"<?xml version=\"1.0\" encoding=\"utf-8\"?><Error><Code>BlobImmutableDueToPolicy</Code><Message>"
+                        b"This operation is not permitted as the blob is immutable due to a policy.</Message></Error>"
+                        )
+                self.send_response(409, "This operation is not permitted as the blob is immutable due to a policy.")
+                self.send_header("x-ms-error-code", "BlobImmutableDueToPolicy")
+                self.send_header("Content-Type", "application/xml")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def _handle(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                parts = urlsplit(self.path)
+                segments = parts.path.lstrip("/").split("/", 2)  # account, container, blob
+                comp = (parse_qs(parts.query).get("comp") or [None])[0]
+                protected = len(segments) == 3 and segments[1] in proxy.containers and segments[2]
+                if protected:
+                    blob_path = f"{segments[1]}/{segments[2]}"
+                    if self.command == "DELETE":
+                        return self._refuse("delete", blob_path)
+                    if self.command == "PUT" and comp in proxy._MUTATING and self.headers.get("If-None-Match") != "*" \
+                            and self._exists(blob_path):
+                        return self._refuse(f"put {comp or 'blob'}", blob_path)
+                status, headers, answer = self._forward(self.command, body)
+                with proxy._lock:
+                    proxy.forwarded += 1
+                self.send_response(status)
+                for name, value in headers:
+                    if name.lower() not in ("transfer-encoding", "connection", "content-length"):
+                        self.send_header(name, value)
+                upstream_length = next((v for k, v in headers if k.lower() == "content-length"), "0")
+                self.send_header("Content-Length", upstream_length if self.command == "HEAD" else str(len(answer)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(answer)
+
+            do_GET = do_PUT = do_DELETE = do_HEAD = do_POST = do_PATCH = _handle
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def connection_string(self) -> str:
+        from .conftest import AZURITE_KEY
+
+        return (f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={AZURITE_KEY};"
+                f"BlobEndpoint=http://127.0.0.1:{self.port}/devstoreaccount1;")
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

@@ -94,14 +94,30 @@ def test_lifecycle_tiers_after_the_verification_window(parsed):
     defaults = parsed["main.bicep"]["parameters"]
     cool, cold, arch = (defaults[p]["default"] for p in ("coolAfterDays", "coldAfterDays", "archiveAfterDays"))
     assert 1 <= cool < cold and arch == 0  # nothing goes offline unless the operator opts in
-    assert resources_of_type(parsed, "Microsoft.Storage/storageAccounts/blobServices/containers/immutabilityPolicies")
-    # WORM on the live table would block every publish (rename) and checkpoint: the template refuses it, saying so
-    archive = (INFRA / "modules" / "archive-storage.bicep").read_text()
-    assert "var wormCheck = immutabilityDays > 0 ? int('immutabilityDays > 0 is not supported yet" in archive
-    assert "immutabilityPeriodSinceCreationInDays: immutabilityDays + wormCheck" in archive
     soft = [c["properties"]["deleteRetentionPolicy"]["enabled"] for _, c in
             resources_of_type(parsed, "Microsoft.Storage/storageAccounts/blobServices")]
     assert soft and all(soft)
+
+
+def test_worm_only_on_the_vault_and_never_re_put_once_locked(parsed):
+    """WORM on the live table would block every publish (rename), re-archive and checkpoint; the policy goes on the
+    vault container, and once locked (only an extension is allowed then) the template stops declaring it."""
+    archive = parsed["modules/archive-storage.bicep"]
+    (where, policy), = resources_of_type(parsed, "Microsoft.Storage/storageAccounts/blobServices/containers/immutabilityPolicies")
+    assert policy["parent"] == "vault" and where.endswith(":vaultPolicy")
+    condition = archive["resources"]["vaultPolicy"]["config"]["condition"]["operator"]
+    assert condition["type"] == "and"
+    unless_locked = {"operator": {"type": "not", "operands": {"bool_value": "immutabilityPolicyLocked"}}}
+    assert condition["operands"]["operand_2"] == unless_locked
+    vault = archive["resources"]["vault"]["config"]
+    assert "condition" in vault and body(vault)["parent"] == "blobService"
+    assert all(body(r["config"]).get("parent") != "fileSystem" for r in archive["resources"].values())
+    text = (INFRA / "main.bicep").read_text()
+    assert "ARCHIVER_VAULT_URL: archiveStorage.outputs.vaultUrl" in text
+    assert parsed["main.bicep"]["parameters"]["immutabilityDays"]["default"] == 0  # the vault is opt-in
+    rules = (INFRA / "modules" / "archive-storage.bicep").read_text()
+    # only vault data files can go offline; the manifests stay online
+    assert "prefixMatch: ['${vaultFileSystemName}/${vaultRoot}/data/']" in rules
 
 
 def test_service_bus_duplicate_detection_and_no_local_auth(parsed):
@@ -362,7 +378,8 @@ def test_only_the_printed_data_prefixes_can_go_offline(parsed):
     archive = parsed["modules/archive-storage.bicep"]
     text = (INFRA / "modules" / "archive-storage.bicep").read_text()
     assert "prefixMatch: ['${fileSystemName}/']" in text  # the online rule: the whole filesystem, Cool and Cold only
-    assert text.count("tierToArchive") == 1  # one place: the offline rules
+    # two places: the live table's offline data rules, and the vault's data rule (never its manifests)
+    assert text.count("tierToArchive") == 2
     assert "prefixMatch: take(skip(offlinePrefixes, i * 10), 10)" in text  # 10 prefixes per rule, the service's limit
     from shared_code.lifecycle import REHYDRATED_ONLINE_DAYS
 

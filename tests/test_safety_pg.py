@@ -84,8 +84,8 @@ def test_crash_at_each_step_then_rerun_converges(pg_dsn, tmp_path, point):
         make_monthly_partitions(conn, months_back=26)
         due = due_partitions(conn, PARENT)
         expected = {name: rows_of(conn, f"public.{name}") for name in due}
-    lake = tmp_path / "lake"
-    env = cli_env(pg_dsn, lake, ARCHIVER_PARTITIONED_TABLES=PARENT)
+    lake, vault = tmp_path / "lake", tmp_path / "vault"
+    env = cli_env(pg_dsn, lake, ARCHIVER_PARTITIONED_TABLES=PARENT, ARCHIVER_VAULT_URL=vault.as_uri())
     crashed = subprocess.run([TSARCHIVE, "run"], env={**env, "TSARCHIVE_CRASH_AT": point}, capture_output=True, text=True)
     assert crashed.returncode == 137, crashed.stderr
     rerun = subprocess.run([TSARCHIVE, "run", "--json"], env=env, capture_output=True, text=True)
@@ -104,6 +104,9 @@ def test_crash_at_each_step_then_rerun_converges(pg_dsn, tmp_path, point):
     assert not [p for p in (lake / PARENT / "_tsarchive" / "staging").rglob("*") if p.is_file()]  # crash leftovers gone
     live = pa.table(DeltaTable(str(lake / PARENT)).get_add_actions(flatten=True)).column("path").to_pylist()
     assert sorted(f"{PARENT}/{p}" for p in live) == sorted(p for j in jobs.values() for p in j.lake_paths)
+    for job in jobs.values():  # every drop had its immutable copy sealed first, byte for byte
+        assert (vault / job.vault_manifest).is_file()
+        assert all((vault / "data" / p).read_bytes() == (lake / p).read_bytes() for p in job.lake_paths)
 
 
 @pytest.mark.scenario(

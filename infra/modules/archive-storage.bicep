@@ -1,4 +1,5 @@
-// The archive: ADLS Gen2 (hierarchical namespace) with lifecycle tiering, soft delete and optional WORM immutability.
+// The archive: ADLS Gen2 (hierarchical namespace) with lifecycle tiering and soft delete; with immutabilityDays > 0, a
+// second container (the vault) of create-only final copies under a time-based WORM policy.
 param name string
 param location string
 param tags object
@@ -8,7 +9,15 @@ param coldAfterDays int
 param archiveAfterDays int
 @description('Comma-separated data-file prefixes for the Archive tier, as printed by `tsarchive lifecycle`.')
 param offlineTierPrefixes string = ''
+@description('Days of time-based retention (WORM) on the vault container; 0: no vault.')
 param immutabilityDays int
+@description('True once the vault policy is locked: a locked policy can only be extended (az storage container immutability-policy extend), and a PUT of it fails, so the template stops declaring it.')
+param immutabilityPolicyLocked bool = false
+param vaultFileSystemName string = 'vault'
+@description('Vault path prefix the archiver writes under (the path of ARCHIVER_VAULT_URL).')
+param vaultRoot string = 'timescale'
+@description('Days after which vault data files move to the offline Archive tier; 0 keeps them online (Cool, then Cold). The manifests stay online.')
+param vaultArchiveAfterDays int = 0
 param softDeleteDays int
 param logAnalyticsId string
 param privateEndpointSubnetId string
@@ -54,17 +63,22 @@ resource fileSystem 'Microsoft.Storage/storageAccounts/blobServices/containers@2
   properties: { publicAccess: 'None' }
 }
 
-// Time-based retention (WORM) on this filesystem is refused for now: on a hierarchical-namespace account it forbids
-// renaming, deleting and overwriting protected blobs, and the archiver publishes each file by a rename from staging,
-// removes staged files and rewrites `_delta_log/_last_checkpoint`; with it, no chunk could ever be published (nor,
-// once the policy is locked, could the template be re-applied). int() of a sentence fails the deployment with it.
-var wormCheck = immutabilityDays > 0 ? int('immutabilityDays > 0 is not supported yet: WORM on the live Delta table blocks the publish rename, staging cleanup and checkpoints (docs/deploy.md, Caveats). Keep it 0.') : 0
+// WORM never goes on the live filesystem: on a hierarchical-namespace account it forbids renaming, deleting and
+// overwriting protected blobs, and the live Delta table needs all three (publish by rename, re-archives, the
+// `_delta_log/_last_checkpoint` rewrite). The vault takes the policy instead: the archiver only ever creates there
+// (shared_code/vault.py). A locked policy accepts no PUT, only an extension, so once it is locked the template stops
+// declaring it (immutabilityPolicyLocked) and re-provisioning goes on working.
+resource vault 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = if (immutabilityDays > 0) {
+  parent: blobService
+  name: vaultFileSystemName
+  properties: { publicAccess: 'None' }
+}
 
-resource immutability 'Microsoft.Storage/storageAccounts/blobServices/containers/immutabilityPolicies@2023-05-01' = if (immutabilityDays > 0) {
-  parent: fileSystem
+resource vaultPolicy 'Microsoft.Storage/storageAccounts/blobServices/containers/immutabilityPolicies@2023-05-01' = if ((immutabilityDays > 0) && !immutabilityPolicyLocked) {
+  parent: vault
   name: 'default'
   properties: {
-    immutabilityPeriodSinceCreationInDays: immutabilityDays + wormCheck
+    immutabilityPeriodSinceCreationInDays: immutabilityDays
     allowProtectedAppendWrites: false
   }
 }
@@ -90,6 +104,30 @@ var onlineRule = {
     }
   }
 }
+// The vault: data files may go offline (nothing reads them but an audit, and a drop checks them by size only,
+// which a listing answers for an archived blob); the manifests under `manifests/` stay online.
+var vaultRules = immutabilityDays > 0 ? concat([{
+  name: 'tsarchive-vault-online-tiers'
+  enabled: true
+  type: 'Lifecycle'
+  definition: {
+    filters: { blobTypes: ['blockBlob'], prefixMatch: ['${vaultFileSystemName}/${vaultRoot}/'] }
+    actions: {
+      baseBlob: {
+        tierToCool: { daysAfterModificationGreaterThan: coolAfterDays }
+        tierToCold: { daysAfterModificationGreaterThan: coldAfterDays }
+      }
+    }
+  }
+}], vaultArchiveAfterDays > 0 ? [{
+  name: 'tsarchive-vault-offline-data'
+  enabled: true
+  type: 'Lifecycle'
+  definition: {
+    filters: { blobTypes: ['blockBlob'], prefixMatch: ['${vaultFileSystemName}/${vaultRoot}/data/'] }
+    actions: { baseBlob: { tierToArchive: { daysAfterModificationGreaterThan: vaultArchiveAfterDays, daysAfterLastTierChangeGreaterThan: 30 } } }
+  }
+}] : []) : []
 var offlineRules = [for i in range(0, offlineRuleCount): {
   name: 'tsarchive-offline-data-${padLeft(string(i + 1), 2, '0')}'
   enabled: true
@@ -108,7 +146,7 @@ resource lifecycle 'Microsoft.Storage/storageAccounts/managementPolicies@2023-05
   name: 'default'
   properties: {
     policy: {
-      rules: offlineCheck == 0 ? concat([onlineRule], offlineRules) : []
+      rules: offlineCheck == 0 ? concat([onlineRule], offlineRules, vaultRules) : []
     }
   }
 }
@@ -143,4 +181,5 @@ module endpoints 'private-endpoint.bicep' = [for groupId in (empty(privateEndpoi
 }]
 
 output name string = storage.name
+output vaultUrl string = immutabilityDays > 0 ? 'abfss://${vaultFileSystemName}@${storage.name}.dfs.${environment().suffixes.storage}/${vaultRoot}' : ''
 output id string = storage.id
