@@ -54,6 +54,10 @@ def _vault_blobs(direct) -> dict[str, bytes]:
             for b in direct.list_blobs() if not b.name.endswith("/")}
 
 
+def blobs_names(direct) -> list[str]:
+    return [b.name for b in direct.list_blobs()]
+
+
 def test_the_stand_in_refuses_what_azure_refuses(vault_container):
     """The boundary itself: create and tier changes pass; overwrite and delete get Azure's 409."""
     proxied = BlobServiceClient.from_connection_string(vault_container["proxy"].connection_string())
@@ -78,7 +82,7 @@ def test_vault_under_worm_through_a_late_change_and_the_drop(pg_dsn, vault_conta
                   ARCHIVER_LAKE_CONNECTION_STRING=AZURITE_CONNECTION_STRING,
                   ARCHIVER_VAULT_URL=f"abfss://{vault_container['name']}@devstoreaccount1.dfs.core.windows.net/tsdb",
                   ARCHIVER_VAULT_CONNECTION_STRING=proxy.connection_string(),
-                  ARCHIVER_PARTITIONED_TABLES="public.events")
+                  ARCHIVER_PARTITIONED_TABLES="public.events", ARCHIVER_DELTA_CHECKPOINT_INTERVAL="1")
     archived = _cli(env, "run", "--no-drop")
     assert archived.returncode == 0, archived.stderr
     jobs = ledger_jobs(pg_dsn)
@@ -99,6 +103,11 @@ def test_vault_under_worm_through_a_late_change_and_the_drop(pg_dsn, vault_conta
     after = {j.id: j for j in ledger_jobs(pg_dsn)}
     assert all(j.state == "dropped" for j in after.values())
     assert proxy.refused == []  # the re-archive wrote new copies; it never tried to replace or delete one
+    live = BlobServiceClient.from_connection_string(AZURITE_CONNECTION_STRING).get_container_client(vault_container["lake"])
+    log = [b.name for b in live.list_blobs(name_starts_with="tsdb/public.events/_delta_log/")]
+    assert "tsdb/public.events/_delta_log/_last_checkpoint" in log  # rewritten at every commit, in the live table
+    assert any(n.endswith(".checkpoint.parquet") for n in log)
+    assert not [n for n in blobs_names(direct) if "_delta_log" in n]  # the vault holds no Delta log to rewrite
 
     now = after[changed.id]
     assert now.vault_manifest != changed.vault_manifest and set(now.lake_paths).isdisjoint(changed.lake_paths)
