@@ -94,7 +94,7 @@ def plan_cmd(hypertable: str = typer.Option(None, "--hypertable", help="Only thi
              show_hot: bool = typer.Option(False, "--all", help="Also list hot chunks."),
              as_json: bool = JsonOpt) -> None:
     """Show what is due, blocked or skipped, and why."""
-    from .engine import plan_entry_dict
+    from .results import plan_entry_dict
 
     with _engine() as engine:
         entries = _guard(lambda: engine.plan(hypertable))

@@ -5,14 +5,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
-import random
 import threading
 import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FuturesTimeout
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -26,7 +24,6 @@ from .dropper import ChunkDropper
 from .errors import (
     ArchiverError,
     JobStateError,
-    OfflineError,
     SourceChangedError,
     UnsupportedTypeError,
     VerificationError,
@@ -35,15 +32,18 @@ from .errors import (
 )
 from .extract import ArraysNeedText, Extractor, Snapshot
 from .faults import crash_point
-from .lake import Lake, offline_summary
+from .lake import Lake
 from .layout import ChunkLayout, chunk_layout
 from .ledger import Job, JobState, Ledger
 from .manifest import PARQUET_KEY, FileEntry, Manifest, new_manifest
 from .partitioning import PartitionSpec, month_keys
 from .planning import Decision, PlanEntry, TablePolicy, cutoff_for, plan, table_selected
+from .reporting import table_status, tier_bytes
+from .results import RunReport, StepResult
 from .settings import Settings
 from .typemap import ColumnPlan, plan_columns, schema_fingerprint, text_companion
 from .vault import Vault, make_vault
+from .verification import run_drill, verify_archives
 
 log = logging.getLogger("tsarchive")
 
@@ -54,60 +54,6 @@ MAX_REARCHIVES = 3
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-@dataclass
-class StepResult:
-    """Outcome of one step on one job."""
-
-    job_id: int
-    chunk: str
-    step: str
-    outcome: str  # done | skipped | failed
-    detail: str = ""
-    rows: int = 0
-    bytes: int = 0
-    seconds: float = 0.0
-
-    def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-
-@dataclass
-class RunReport:
-    planned: list[PlanEntry] = field(default_factory=list)
-    steps: list[StepResult] = field(default_factory=list)
-    dry_run: bool = False
-
-    @property
-    def failed(self) -> list[StepResult]:
-        return [s for s in self.steps if s.outcome == "failed"]
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "dry_run": self.dry_run,
-            "plan": [plan_entry_dict(e) for e in self.planned],
-            "steps": [s.as_dict() for s in self.steps],
-            "failed": len(self.failed),
-            "rows": sum(s.rows for s in self.steps if s.step == "archive" and s.outcome == "done"),
-            "bytes": sum(s.bytes for s in self.steps if s.step == "archive" and s.outcome == "done"),
-        }
-
-
-def plan_entry_dict(entry: PlanEntry) -> dict[str, Any]:
-    c = entry.chunk
-    iso = lambda v: v.isoformat() if isinstance(v, datetime) else v  # noqa: E731
-    return {
-        "table": c.table, "chunk": c.qualified_chunk, "kind": str(c.kind), "range_start": iso(c.range_start),
-        "range_end": iso(c.range_end), "compressed": c.is_compressed, "decision": str(entry.decision),
-        "reason": entry.reason,
-    }
-
-
-def rehydrate_command(table: str, start: object, end: object) -> str:
-    """The command that brings a range's offline files back online."""
-    bound = lambda v: v.isoformat() if isinstance(v, datetime) else str(v)  # noqa: E731
-    return f"tsarchive rehydrate --hypertable {table} --from {bound(start)} --to {bound(end)}"
 
 
 def retry_delay(settings: Settings, attempts: int) -> timedelta:
@@ -484,70 +430,17 @@ class Engine:
         return self.checker().problems(job, checksum=checksum, before_drop=True)
 
     def drill(self, sample: int | None = None, table: str | None = None, drill_id: int | None = None) -> list[StepResult]:
-        """The recovery drill: verify --deep on every archive (or a random sample), recorded in the ledger (as drill
-        `drill_id` when it was queued)."""
-        everything = self.verify(table=table, deep=True, sample=sample)
-        results = [r for r in everything if r.outcome != "offline"]  # skipped: not read, so neither passed nor failed
-        skipped = len(everything) - len(results)
-        if skipped:
-            log.warning("drill: %d archive(s) skipped as offline (Archive tier)", skipped)
-        failed = [r for r in results if r.outcome != "done"]
-        problems = [{"job_id": r.job_id, "chunk": r.chunk, "problem": r.detail} for r in failed]
-        if drill_id is None:
-            self.ledger.record_drill(len(results), problems, offline=skipped)
-        else:
-            self.ledger.finish_drill(drill_id, len(results), problems, offline=skipped)
-        telemetry.drill_checked.add(len(results))
-        telemetry.drill_failed.add(len(failed))
-        return everything
+        """The recovery drill: verify --deep on every archive (or a random sample), recorded in the ledger."""
+        self._ensure_ledger()
+        return run_drill(self.ledger, self.lake, self.checker(), sample=sample, table=table, drill_id=drill_id)
 
     def verify(self, job_ids: list[int] | None = None, table: str | None = None, *, deep: bool = False,
                sample: int | None = None) -> list[StepResult]:
         """Re-check archives against the ledger; deep decodes every file and recomputes the content hash."""
         self._ensure_ledger()
-        jobs = [self.ledger.get(i) for i in job_ids] if job_ids else self.ledger.jobs(
-            [JobState.ARCHIVED, JobState.DROPPED], table=table, limit=1_000_000)
-        if sample is not None and sample < len(jobs):
-            jobs = random.sample(jobs, len(jobs))  # in random order: offline ones are skipped until `sample` are read
-        results = []
-        checker = self.checker()
-        checked = 0
-        for job in jobs:
-            if job is None:
-                continue
-            if sample is not None and checked >= sample:
-                break
-            started = time.monotonic()
-            offline = self.lake.offline(job.lake_paths)
-            if offline:  # not readable now, and not damaged: told apart, never counted as a failure
-                results.append(StepResult(job.id, job.chunk.qualified_chunk, "verify", "offline",
-                                          f"{offline_summary(offline)}; bring it back with: "
-                                          f"{rehydrate_command(job.table, job.range_start, job.range_end)}",
-                                          rows=job.row_count or 0, bytes=sum(f.bytes for f in offline),
-                                          seconds=time.monotonic() - started))
-                continue
-            checked += 1
-            try:
-                problems = checker.problems(job, deep=deep)
-            except OfflineError as log_offline:  # the table's Delta log itself is in the Archive tier
-                checked -= 1
-                results.append(StepResult(job.id, job.chunk.qualified_chunk, "verify", "offline", str(log_offline),
-                                          rows=job.row_count or 0, seconds=time.monotonic() - started))
-                continue
-            ok = "ok" if job.table_path else "ok (archived before the Delta layout: Parquet files outside the table)"
-            results.append(StepResult(job.id, job.chunk.qualified_chunk, "verify", "failed" if problems else "done",
-                                      "; ".join(problems) or ok, rows=job.row_count or 0, bytes=job.byte_count or 0,
-                                      seconds=time.monotonic() - started))
-        for table_path in sorted(checker.live):
-            strays = checker.uncommitted_files(table_path)
-            if strays:
-                results.append(StepResult(0, table_path, "verify", "failed",
-                                          f"{len(strays)} visible data file(s) no Delta commit holds, e.g. {strays[0]}: "
-                                          "plain Parquet readers would see their rows. They are left by an interrupted "
-                                          "archive; the next run of its job removes them."))
-        return results
+        return verify_archives(self.ledger, self.lake, self.checker(), job_ids=job_ids, table=table, deep=deep,
+                               sample=sample)
 
-    # -- drop -----------------------------------------------------------------------------------
     def drop_blocker(self, job: Job, entries: list[PlanEntry] | None = None) -> str | None:
         """Why this chunk must not be dropped now (retention or a continuous aggregate changed), or None."""
         if entries is None:
@@ -730,57 +623,4 @@ class Engine:
     def status(self) -> list[dict[str, Any]]:
         """Per table: hot, due, archived, dropped, failed and blocked counts, oldest unarchived chunk, bytes moved."""
         self._ensure_ledger()
-        entries = self.plan()
-        jobs = self.ledger.all_jobs()
-        tables: dict[str, dict[str, Any]] = {}
-
-        def row(name: str) -> dict[str, Any]:
-            return tables.setdefault(name, {"table": name, "hot": 0, "due": 0, "archived": 0, "dropped": 0,
-                                            "failed": 0, "blocked": 0, "skipped": 0, "oldest_unarchived": None,
-                                            "rows_archived": 0, "bytes_archived": 0, "skip_reason": None})
-
-        live = {(j.chunk_schema, j.chunk_name): j for j in jobs if j.state != JobState.DROPPED}
-        for entry in entries:
-            r = row(entry.chunk.table)
-            job = live.get((entry.chunk.chunk_schema, entry.chunk.chunk_name))
-            if entry.decision == Decision.HOT:
-                r["hot"] += 1
-            elif entry.decision == Decision.SKIPPED:
-                r["skipped"] += 1
-                r["skip_reason"] = entry.reason
-            elif entry.decision == Decision.BLOCKED:
-                r["blocked"] += 1
-            elif job is None or job.state in (JobState.PLANNED, JobState.ARCHIVING):
-                r["due"] += 1
-            if entry.decision in (Decision.DUE, Decision.BLOCKED) and (job is None or job.state != JobState.ARCHIVED):
-                start = entry.chunk.range_start
-                shown = start.isoformat() if isinstance(start, datetime) else start
-                if r["oldest_unarchived"] is None:
-                    r["oldest_unarchived"] = {"chunk": entry.chunk.qualified_chunk, "range_start": shown}
-        for job in jobs:
-            r = row(job.table)
-            if job.state == JobState.ARCHIVED:
-                r["archived"] += 1
-            elif job.state == JobState.DROPPED:
-                r["dropped"] += 1
-            elif job.state == JobState.FAILED:
-                r["failed"] += 1
-            if job.state in (JobState.ARCHIVED, JobState.DROPPED):
-                r["rows_archived"] += job.row_count or 0
-                r["bytes_archived"] += job.byte_count or 0
-                r.setdefault("_dirs", set()).add(job.table_path)
-        for r in tables.values():
-            r["bytes_by_tier"] = self._tier_bytes(sorted(d for d in r.pop("_dirs", set()) if d))
-        return sorted(tables.values(), key=lambda r: r["table"])
-
-    def _tier_bytes(self, table_dirs: list[str]) -> dict[str, int] | None:
-        """What the lake holds per access tier for these table folders (data, log, manifests); None if unlistable."""
-        totals: dict[str, int] = {}
-        try:
-            for folder in table_dirs:
-                for tier, size in self.lake.tier_bytes(folder).items():
-                    totals[tier] = totals.get(tier, 0) + size
-        except Exception as error:  # noqa: BLE001 - status must answer even when the lake cannot be listed
-            log.warning("status: cannot list the lake's access tiers: %s", render_error(error))
-            return None
-        return totals
+        return table_status(self.plan(), self.ledger.all_jobs(), lambda dirs: tier_bytes(self.lake, dirs))

@@ -22,12 +22,13 @@ import psycopg
 from psycopg import sql
 
 from . import db
-from .engine import Engine, rehydrate_command
+from .engine import Engine
 from .errors import ArchiverError, JobStateError, VerificationError, render_error
 from .extract import query_batches
 from .lake import offline_summary
 from .ledger import Job, JobState
 from .manifest import Manifest
+from .results import rehydrate_command
 from .typemap import plan_columns, quote_ident, text_companion
 
 if TYPE_CHECKING:

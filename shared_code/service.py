@@ -13,7 +13,7 @@ from typing import Any
 import psycopg
 
 from . import telemetry
-from .engine import Engine, plan_entry_dict, retry_delay
+from .engine import Engine, retry_delay
 from .errors import ArchiverError, is_transient, render_error
 from .ledger import Job, JobState
 from .messages import (
@@ -28,6 +28,7 @@ from .messages import (
 )
 from .planning import Decision
 from .redelivery import resend_later
+from .results import plan_entry_dict
 from .settings import Settings
 from .transport import SEND_BATCH, Transport
 
