@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .planning import PlanEntry
+
+if TYPE_CHECKING:
+    from .ledger import Job
+
+Clock = Callable[[], datetime]
+Progress = Callable[[str, "Job | None", dict[str, Any]], None]  # an event name, the job, details
 
 
 @dataclass

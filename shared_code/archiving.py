@@ -1,0 +1,222 @@
+"""Archiving one claimed job: snapshot, extract, write, verify, publish, commit, seal, record.
+
+The engine claims the job and hands this stage what it uses: the catalog connection, the ledger, the lake, the vault,
+the extractor, the settings and the clock. Nothing here decides whether a chunk is due or may be dropped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import time
+import uuid
+
+import psycopg
+
+from . import db, telemetry
+from .archive_check import archive_digest
+from .archive_writer import ChunkFileWriter
+from .delta_table import ArchiveTable
+from .errors import ArchiverError, render_error
+from .extract import ArraysNeedText, Extractor, Snapshot
+from .faults import crash_point
+from .lake import Lake
+from .layout import ChunkLayout, chunk_layout
+from .ledger import Job, Ledger
+from .manifest import PARQUET_KEY, FileEntry, Manifest, new_manifest
+from .partitioning import PartitionSpec, month_keys
+from .results import Clock, Progress, StepResult
+from .settings import Settings
+from .typemap import ColumnPlan, plan_columns, schema_fingerprint, text_companion
+from .vault import Vault
+
+log = logging.getLogger("tsarchive")
+
+_first_line = render_error
+
+
+def job_layout(settings: Settings, job: Job) -> ChunkLayout:
+    """Where a job's files go; ARCHIVER_LAKE_TABLE_NAMES can point a source table at another lake table."""
+    target = settings.lake_table_names.get(job.table)
+    schema, name = target.split(".", 1) if target else (job.table_schema, job.table_name)
+    return chunk_layout("", schema, name, job.chunk_name, job.range_start, job.range_end, job.id)
+
+
+class ChunkArchiver:
+    """One claimed job's archive: the files, the Delta commit, the manifest, the vault seal, the ledger record."""
+
+    def __init__(self, conn: psycopg.Connection, ledger: Ledger, lake: Lake, vault: Vault | None, extractor: Extractor,
+                 settings: Settings, *, clock: Clock, progress: Progress) -> None:
+        self.conn, self.ledger, self.lake, self.vault = conn, ledger, lake, vault
+        self.extractor, self.settings, self.clock, self.progress = extractor, settings, clock, progress
+
+    def _layout(self, job: Job) -> ChunkLayout:
+        return job_layout(self.settings, job)
+
+    def archive_claimed(self, job: Job, started: float) -> StepResult:
+        """Extract -> files per partition -> verify -> publish -> one Delta commit -> manifest -> ledger."""
+        s = self.settings
+        if not db.relation_exists(self.conn, job.chunk_schema, job.chunk_name):
+            raise ArchiverError(f"{job.chunk.qualified_chunk} no longer exists; it was dropped outside the archiver "
+                                "before it could be archived")
+        columns = db.source_columns(self.conn, job.chunk_schema, job.chunk_name)
+        plans = plan_columns(columns, unsupported_as_text=s.unsupported_as_text)
+        fingerprint_schema = schema_fingerprint(columns)
+        layout = self._layout(job)
+        table = self._archive_table(job, layout, [c.name for c in columns])
+        manifest = new_manifest(
+            kind=str(job.kind), table_schema=job.table_schema, table_name=job.table_name,
+            chunk_schema=job.chunk_schema, chunk_name=job.chunk_name, range_start=job.range_start,
+            range_end=job.range_end, is_compressed=job.is_compressed,
+            columns=[{"name": p.name, "pg_type": p.pg_type} for p in plans], schema_fingerprint=fingerprint_schema,
+        )
+        manifest.table_path, manifest.partition_columns, manifest.job_id = layout.table_dir, list(table.spec.columns), job.id
+        self._sweep_uncommitted(job, layout, table)
+        token = uuid.uuid4().hex[:8]
+        with telemetry.span("extract", job_id=job.id, chunk=job.chunk.qualified_chunk):
+            writer, snapshot = self._write_files(job, plans, layout, table.spec, manifest, token)
+        committed = crossed_commit = False
+        try:
+            crash_point("after_temp_write")
+            with telemetry.span("verify", job_id=job.id, files=len(writer.files)):
+                writer.verify()
+            with telemetry.span("publish", job_id=job.id, files=len(writer.files)):
+                table.evolve(writer.schema.remove_metadata())
+                data_files = writer.publish()
+                crash_point("before_commit")
+                crossed_commit = True
+                previous = {p: size for p, size in table.active_files().items() if layout.is_job_file(p)}
+                digest = archive_digest([(f.path, f.sha256, f.rows) for f in data_files])
+                commit = {
+                    "token": f"{job.id}-{token}", "job_id": job.id, "source_table": job.table,
+                    "source_chunk": job.chunk.qualified_chunk, "range_start": manifest.range_start,
+                    "range_end": manifest.range_end, "rows": writer.rows, "content_hash": digest,
+                    "snapshot": snapshot.snapshot,
+                    "files": [{"path": f.path, "rows": f.rows, "bytes": f.size, "sha256": f.sha256} for f in data_files],
+                    "replaces": sorted(previous), "tool": manifest.tool,
+                }
+                version = table.commit(data_files, previous, writer.schema.remove_metadata(), commit)
+                committed = True
+        except BaseException:
+            # Never delete files a commit may hold: after an unclear commit error, ask the log first.
+            if not committed and not (crossed_commit and table.holds_commit(f"{job.id}-{token}")):
+                writer.abort()
+            raise
+        crash_point("after_commit")
+        # The commit holds the new files; what follows is cleanup, and a refused delete (say, a WORM policy someone
+        # put on the live filesystem) must not fail an archive that is already committed: it is logged instead.
+        for path in previous:  # replaced by this commit: no plain-Parquet reader may see them any more
+            self.lake.delete_quietly(layout.in_lake(path))
+        if not job.table_path:  # archived before the Delta layout: its old files now duplicate the committed rows
+            for path in [*job.lake_paths, *([job.manifest_path] if job.manifest_path else [])]:
+                if path != layout.manifest():
+                    self.lake.delete_quietly(path)
+        try:
+            self.lake.delete_tree(writer.staging_dir)
+        except Exception as error:  # noqa: BLE001 - see above: cleanup only
+            log.warning("job %s: staged files stay in %s (%s)", job.id, writer.staging_dir, _first_line(error),
+                        extra={"job_id": job.id})
+        files = [FileEntry(layout.in_lake(f.path), f.rows, f.size, f.sha256, w.row_groups)
+                 for f, w in zip(data_files, writer.files, strict=True)]
+        manifest.files, manifest.rows, manifest.content_hash = files, writer.rows, digest
+        manifest.created_at, manifest.delta_version = self.clock().isoformat(), version
+        manifest_staging = f"{writer.staging_dir}-manifest.json"
+        manifest_bytes = manifest.to_json().encode()
+        self.lake.write_bytes(manifest_staging, manifest_bytes)
+        self.lake.move(manifest_staging, layout.manifest())
+        crash_point("after_manifest")
+        seal = None
+        if self.vault is not None:
+            with telemetry.span("seal", job_id=job.id, files=len(files)):
+                seal = self.vault.seal(self.lake, files, layout, job.id, token, {
+                    "source_table": job.table, "source_chunk": job.chunk.qualified_chunk, "kind": str(job.kind),
+                    "range_start": manifest.range_start, "range_end": manifest.range_end, "rows": writer.rows,
+                    "content_hash": digest, "delta_table": layout.table_dir, "delta_version": version,
+                    "columns": [{"name": p.name, "pg_type": p.pg_type} for p in plans],
+                    "live_manifest": layout.manifest(), "live_manifest_sha256": hashlib.sha256(manifest_bytes).hexdigest(),
+                    "sealed_at": self.clock().isoformat(), "tool": manifest.tool,
+                })
+            crash_point("after_seal")
+        nbytes = sum(f.bytes for f in files)
+        job = self.ledger.mark_archived(
+            job.id, lake_paths=[f.path for f in files], checksums={f.path: f.sha256 for f in files},
+            manifest_path=layout.manifest(), row_count=writer.rows, byte_count=nbytes, content_hash=digest,
+            schema_fingerprint=fingerprint_schema, table_path=layout.table_dir, delta_version=version,
+            archive_snapshot=snapshot.snapshot, chunk_oid=snapshot.relation_oid,
+            columns=[{"name": p.name, "pg_type": p.pg_type} for p in plans],
+            manifest_sha256=hashlib.sha256(manifest_bytes).hexdigest(),
+            vault_manifest=seal.manifest_path if seal else None, vault_manifest_sha256=seal.manifest_sha256 if seal else None,
+        )
+        crash_point("after_archived")
+        self.progress("archived", job, {"rows": writer.rows, "bytes": nbytes, "seconds": time.monotonic() - started})
+        log.info("job %s archived %s rows to %s (version %s)", job.id, writer.rows, layout.table_dir, version,
+                 extra={"job_id": job.id})
+        return StepResult(job.id, job.chunk.qualified_chunk, "archive", "done",
+                          f"{len(files)} file(s), table version {version}", rows=writer.rows, bytes=nbytes,
+                          seconds=time.monotonic() - started)
+
+    def _archive_table(self, job: Job, layout: ChunkLayout, source_columns: list[str]) -> ArchiveTable:
+        time_name, time_type = db.time_column(self.conn, str(job.kind), job.table_schema, job.table_name)
+        spec = PartitionSpec.for_table(time_name, time_type, source_columns)
+        return ArchiveTable(self.lake, layout.table_dir, spec, checkpoint_interval=self.settings.delta_checkpoint_interval,
+                            source=job.table)
+
+    def _sweep_uncommitted(self, job: Job, layout: ChunkLayout, table: ArchiveTable) -> None:
+        """Remove what a crashed attempt of this job left: staging files, and visible files no commit holds.
+
+        Safe because this worker holds the job's claim: no other attempt of this job is writing.
+        """
+        for path in self.lake.list_files(layout.staging_root):
+            if path[len(layout.staging_root) + 1:].startswith(f"{job.id}-"):
+                self.lake.delete(path)
+        active = table.active_files()
+        for folder in self._partition_folders(job, table.spec):
+            for path in self.lake.list_files(f"{layout.table_dir}/{folder}"):
+                if layout.is_job_file(path) and layout.in_table(path) not in active:
+                    log.info("job %s: removing uncommitted file %s", job.id, path, extra={"job_id": job.id})
+                    self.lake.delete(path)
+
+    @staticmethod
+    def _partition_folders(job: Job, spec: PartitionSpec) -> list[str]:
+        """The folders a chunk's rows can land in (its months, or its integer range, and the null partition)."""
+        if spec.integer:
+            keys: list = [(job.range_start if isinstance(job.range_start, int) else None,)]
+        else:
+            keys = month_keys(job.range_start, job.range_end)
+        return [spec.folder(k) for k in keys] + [spec.folder((None,) * len(spec.columns))]
+
+    def _write_files(self, job: Job, plans: list[ColumnPlan], layout: ChunkLayout, spec: PartitionSpec,
+                     manifest: Manifest, token: str) -> tuple[ChunkFileWriter, Snapshot]:
+        """Stream the chunk's snapshot into staged files; once more with text companions if arrays need them."""
+        try:
+            return self._write_files_once(job, plans, layout, spec, manifest, token)
+        except ArraysNeedText as odd:
+            log.info("job %s: %s; archiving them as exact text beside the lists", job.id, odd, extra={"job_id": job.id})
+            names = [p.name for p in plans]
+            plans = [dataclasses.replace(p, text_companion=text_companion(p.name, names)) if p.name in odd.columns
+                     else p for p in plans]
+            return self._write_files_once(job, plans, layout, spec, manifest, token)
+
+    def _write_files_once(self, job: Job, plans: list[ColumnPlan], layout: ChunkLayout, spec: PartitionSpec,
+                          manifest: Manifest, token: str) -> tuple[ChunkFileWriter, Snapshot]:
+        s = self.settings
+        meta = {PARQUET_KEY: manifest.embedded()}
+        # A compressed chunk is read through decompression, not its heap: one stream.
+        compressed = db.compressed_relation(self.conn, job.chunk_schema, job.chunk_name)
+        pages = 0 if compressed else db.heap_pages(self.conn, job.chunk_schema, job.chunk_name)
+        with self.extractor.snapshot(job.chunk_schema, job.chunk_name, plans, meta, pages=pages) as snap:
+            writer = ChunkFileWriter(
+                self.lake, layout, spec, snap.schema, job_id=job.id, token=token, row_group_rows=s.row_group_rows,
+                max_file_bytes=s.max_file_bytes, zstd_level=s.zstd_level, encodings=s.parquet_encodings,
+                chunk_start=job.range_start if isinstance(job.range_start, int) else None,
+            )
+            try:
+                with telemetry.span("write", job_id=job.id, streams=snap.streams):
+                    for batch in snap.batches:
+                        writer.write(batch)
+                    writer.close()
+            except BaseException:
+                writer.abort()
+                raise
+        return writer, snap
