@@ -14,7 +14,7 @@ import uuid
 
 import psycopg
 
-from . import db, telemetry
+from . import catalog, telemetry
 from .archive_check import archive_digest
 from .archive_writer import ChunkFileWriter
 from .delta_table import ArchiveTable
@@ -57,10 +57,10 @@ class ChunkArchiver:
     def archive_claimed(self, job: Job, started: float) -> StepResult:
         """Extract -> files per partition -> verify -> publish -> one Delta commit -> manifest -> ledger."""
         s = self.settings
-        if not db.relation_exists(self.conn, job.chunk_schema, job.chunk_name):
+        if not catalog.relation_exists(self.conn, job.chunk_schema, job.chunk_name):
             raise ArchiverError(f"{job.chunk.qualified_chunk} no longer exists; it was dropped outside the archiver "
                                 "before it could be archived")
-        columns = db.source_columns(self.conn, job.chunk_schema, job.chunk_name)
+        columns = catalog.source_columns(self.conn, job.chunk_schema, job.chunk_name)
         plans = plan_columns(columns, unsupported_as_text=s.unsupported_as_text)
         fingerprint_schema = schema_fingerprint(columns)
         layout = self._layout(job)
@@ -157,7 +157,7 @@ class ChunkArchiver:
                           seconds=time.monotonic() - started)
 
     def _archive_table(self, job: Job, layout: ChunkLayout, source_columns: list[str]) -> ArchiveTable:
-        time_name, time_type = db.time_column(self.conn, str(job.kind), job.table_schema, job.table_name)
+        time_name, time_type = catalog.time_column(self.conn, str(job.kind), job.table_schema, job.table_name)
         spec = PartitionSpec.for_table(time_name, time_type, source_columns)
         return ArchiveTable(self.lake, layout.table_dir, spec, checkpoint_interval=self.settings.delta_checkpoint_interval,
                             source=job.table)
@@ -203,8 +203,8 @@ class ChunkArchiver:
         s = self.settings
         meta = {PARQUET_KEY: manifest.embedded()}
         # A compressed chunk is read through decompression, not its heap: one stream.
-        compressed = db.compressed_relation(self.conn, job.chunk_schema, job.chunk_name)
-        pages = 0 if compressed else db.heap_pages(self.conn, job.chunk_schema, job.chunk_name)
+        compressed = catalog.compressed_relation(self.conn, job.chunk_schema, job.chunk_name)
+        pages = 0 if compressed else catalog.heap_pages(self.conn, job.chunk_schema, job.chunk_name)
         with self.extractor.snapshot(job.chunk_schema, job.chunk_name, plans, meta, pages=pages) as snap:
             writer = ChunkFileWriter(
                 self.lake, layout, spec, snap.schema, job_id=job.id, token=token, row_group_rows=s.row_group_rows,

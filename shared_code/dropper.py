@@ -31,7 +31,7 @@ import psycopg
 from psycopg import errors as pgerrors
 from psycopg import sql
 
-from . import db
+from . import catalog, db, fingerprint
 from .errors import ArchiverError, SourceChangedError
 from .faults import crash_point
 from .ledger import Job, Ledger
@@ -89,7 +89,7 @@ class DropOutcome:
 def _relations(conn: psycopg.Connection, job: Job) -> list[tuple[sql.Composed, bool]]:
     """The chunk's relations to check: (relation, is the TimescaleDB compressed relation)."""
     rels = [(db.relation(job.chunk_schema, job.chunk_name), False)]
-    compressed = db.compressed_relation(conn, job.chunk_schema, job.chunk_name)
+    compressed = catalog.compressed_relation(conn, job.chunk_schema, job.chunk_name)
     if compressed:
         rels.append((db.relation(*compressed), True))
     return rels
@@ -178,7 +178,7 @@ class ChunkDropper:
             # Every check must see what committed before the lock was granted: a statement snapshot per statement.
             self.conn.execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
             self.conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(f"{self.lock_timeout_ms}ms")))
-            if not db.relation_exists(self.conn, job.chunk_schema, job.chunk_name):
+            if not catalog.relation_exists(self.conn, job.chunk_schema, job.chunk_name):
                 if not confirm_archive(False, LAKE_WAIT_S):
                     raise _LakeCheckPending(False)
                 self.ledger.mark_dropped(job.id, reason="chunk was already gone")
@@ -187,16 +187,16 @@ class ChunkDropper:
             # SHARE stops every writer (and recompression) but lets readers through while the rows are checked.
             for lock_rel, _ in _relations(self.conn, job):
                 self.conn.execute(sql.SQL("LOCK TABLE {} IN SHARE MODE").format(lock_rel))
-            if job.chunk_oid is not None and db.relation_oid(self.conn, job.chunk_schema, job.chunk_name) != job.chunk_oid:
+            if job.chunk_oid is not None and catalog.relation_oid(self.conn, job.chunk_schema, job.chunk_name) != job.chunk_oid:
                 raise SourceChangedError(f"{name}: another table took its name since it was archived")
-            columns = db.source_columns(self.conn, job.chunk_schema, job.chunk_name)
+            columns = catalog.source_columns(self.conn, job.chunk_schema, job.chunk_name)
             if schema_fingerprint(columns) != job.schema_fingerprint:
                 raise SourceChangedError(f"{name}: columns changed since it was archived")
             if job.archive_snapshot:
                 reason = changed_since(self.conn, job, ArchiveSnapshot.parse(job.archive_snapshot))
             else:  # archived before snapshots were recorded: compare the full content hash taken then
                 plans = plan_columns(columns, unsupported_as_text=self.unsupported_as_text)
-                now_fp = db.fingerprint(self.conn, job.chunk_schema, job.chunk_name, plans)
+                now_fp = fingerprint.fingerprint(self.conn, job.chunk_schema, job.chunk_name, plans)
                 reason = None if now_fp.token == job.content_hash else f"{now_fp.rows} rows now, {job.row_count} archived"
             if reason:
                 raise SourceChangedError(f"{name}: changed since the archive snapshot ({reason})")

@@ -12,7 +12,7 @@ from typing import Any
 
 import psycopg
 
-from . import db, telemetry
+from . import catalog, db, telemetry
 from .archive_check import ArchiveChecker
 from .archiving import ChunkArchiver, job_layout
 from .dropper import ChunkDropper
@@ -118,8 +118,8 @@ class Engine:
         now = self.clock()
         chunks, policies = [], {}
         candidates: list[str] = []  # every archivable table, to name them when --hypertable matches none
-        if db.has_timescaledb(self.conn):
-            for table in db.user_hypertables(self.conn):
+        if catalog.has_timescaledb(self.conn):
+            for table in catalog.user_hypertables(self.conn):
                 name = f"{table.schema}.{table.name}"
                 if not table_selected(name, s.include, s.exclude):
                     continue
@@ -135,18 +135,18 @@ class Engine:
                     elif not table.integer_now_func:
                         skip = f"integer time column without an integer_now function: call set_integer_now_func on {name}"
                     else:
-                        cutoff = db.integer_now(self.conn, table.integer_now_func) - span
+                        cutoff = catalog.integer_now(self.conn, table.integer_now_func) - span
                 else:
                     cutoff = older_than or cutoff_for(name, now, s.retention_days, s.retention_overrides)
                 try:
-                    guards = db.aggregate_guards(self.conn, table, now)
+                    guards = catalog.aggregate_guards(self.conn, table, now)
                 except psycopg.errors.InsufficientPrivilege as denied:  # this table only: the others go on
                     guards, skip = [], f"cannot read its continuous aggregates: {render_error(denied)}"
                     log.error("%s skipped: %s", name, skip)
                 policies[name] = TablePolicy(cutoff=cutoff, skip_reason=skip, guards=guards)
-                chunks.extend(db.hypertable_chunks(self.conn, table))
+                chunks.extend(catalog.hypertable_chunks(self.conn, table))
         for qualified in s.partitioned_tables:
-            table = db.partitioned_table(self.conn, qualified)
+            table = catalog.partitioned_table(self.conn, qualified)
             name = f"{table.schema}.{table.name}"
             candidates.append(name)
             if hypertable and hypertable not in (name, table.name):
@@ -158,7 +158,7 @@ class Engine:
             else:
                 cutoff = older_than or cutoff_for(name, now, s.retention_days, s.retention_overrides)
             policies[name] = TablePolicy(cutoff=cutoff, skip_reason=skip)
-            chunks.extend(db.partition_chunks(self.conn, table))
+            chunks.extend(catalog.partition_chunks(self.conn, table))
         if hypertable and not policies:
             known = sorted(candidates) or ["none (check ARCHIVER_INCLUDE and ARCHIVER_PARTITIONED_TABLES)"]
             raise ArchiverError(f"no archivable table matches {hypertable!r}; archivable tables: {', '.join(known)}")
@@ -276,7 +276,7 @@ class Engine:
                 if entry.decision == Decision.DUE:
                     return None
                 return entry.reason or f"no longer due ({entry.decision})"
-        if db.relation_exists(self.conn, job.chunk_schema, job.chunk_name):
+        if catalog.relation_exists(self.conn, job.chunk_schema, job.chunk_name):
             return "not in the current plan (table excluded or no longer configured)"
         return None  # gone from the catalog: the drop step records it as already dropped
 

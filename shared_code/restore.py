@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 from psycopg import sql
 
-from . import db
+from . import catalog, db
 from .engine import Engine
 from .errors import ArchiverError, JobStateError, VerificationError, render_error
 from .extract import query_batches
@@ -224,7 +224,7 @@ def _trusted_manifest(engine: Engine, job: Job) -> tuple[Manifest, list[dict[str
         if not isinstance(column, dict) or not isinstance(column.get("name"), str):
             raise VerificationError(f"the manifest {job.manifest_path} lists a malformed column; not restoring")
         try:
-            pg_type = db.checked_type(engine.conn, column.get("pg_type"))
+            pg_type = catalog.checked_type(engine.conn, column.get("pg_type"))
         except ArchiverError as error:
             raise VerificationError(f"the manifest {job.manifest_path}, column {column['name']!r}: {error}. "
                                     "Not restoring; nothing was run.") from None
@@ -386,7 +386,7 @@ def _readback_plans(engine: Engine, schema: str, name: str, columns: list[dict[s
     import dataclasses
 
     wanted = {c["name"] for c in columns}
-    source = [c for c in db.source_columns(engine.conn, schema, name) if c.name in wanted]
+    source = [c for c in catalog.source_columns(engine.conn, schema, name) if c.name in wanted]
     names = [c["name"] for c in columns]
     plans = plan_columns(source, unsupported_as_text=True)  # what was archived as text reads back as text
     return [dataclasses.replace(p, text_companion=text_companion(p.name, names)) if p.name in companions else p
@@ -535,7 +535,7 @@ def _restore_job(engine: Engine, job_id: int, target: str | None, replace: bool,
         raise JobStateError(f"job {job_id} does not exist; `tsarchive jobs --state dropped` lists restorable jobs")
     manifest, columns = _checked(engine, job)
     schema, name = _split_target(target) if target else default_target(manifest)
-    if db.relation_exists(engine.conn, schema, name):
+    if catalog.relation_exists(engine.conn, schema, name):
         if not replace:
             raise ArchiverError(f"{schema}.{name} already exists; pass --replace to overwrite it or --target to choose another")
         if not _made_by_restore(engine, schema, name):
@@ -600,7 +600,7 @@ def _restore_range(engine: Engine, table: str, start: datetime | int | None, end
     source = _split_target(table, "--hypertable")
     jobs = _jobs_for(engine, table, start, end)
     try:
-        time_name, time_type = db.time_column(engine.conn, str(jobs[0].kind), *source)
+        time_name, time_type = catalog.time_column(engine.conn, str(jobs[0].kind), *source)
     except (ArchiverError, psycopg.Error):
         raise ArchiverError(f"cannot find the time column of {table}: a range restore reads it from the table. If the "
                             "table is gone, restore each job with `tsarchive restore JOB`.") from None
@@ -627,7 +627,7 @@ def _restore_range(engine: Engine, table: str, start: datetime | int | None, end
     checked = [(job, _checked(engine, job)[1]) for job in jobs]  # every file's SHA-256 and the manifest, before anything
     columns = _union_columns(checked)
     schema, name = _split_target(into, "--into") if into else (RESTORE_SCHEMA, _range_name(table, start, end))
-    exists = db.relation_exists(engine.conn, schema, name)
+    exists = catalog.relation_exists(engine.conn, schema, name)
     result = RangeRestoreResult(table=table, target=f"{schema}.{name}", dry_run=dry_run,
                                 range_from=_iso(start), range_to=_iso(end), created_target=not exists)
     if exists:
@@ -708,7 +708,7 @@ def _union_columns(checked: list[tuple[Job, list[dict[str, str]]]]) -> list[dict
 
 
 def _check_target_columns(engine: Engine, schema: str, name: str, columns: list[dict[str, str]]) -> None:
-    have = {c.name: c.type_display for c in db.source_columns(engine.conn, schema, name)}
+    have = {c.name: c.type_display for c in catalog.source_columns(engine.conn, schema, name)}
     problems = [f"{c['name']} ({'missing' if c['name'] not in have else have[c['name']] + ', archived as ' + c['pg_type']})"
                 for c in columns if have.get(c["name"]) != c["pg_type"]]
     if problems:

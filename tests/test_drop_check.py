@@ -6,7 +6,7 @@ import time
 import psycopg
 import pytest
 
-from shared_code import db
+from shared_code import catalog, fingerprint
 from shared_code.dropper import ArchiveSnapshot, changed_since
 from shared_code.errors import SourceChangedError
 from shared_code.extract import Extractor
@@ -165,8 +165,8 @@ def test_while_the_rows_are_checked_readers_pass_and_writers_wait(pg_dsn, tmp_pa
 def test_a_job_archived_before_snapshots_falls_back_to_the_content_hash(pg_dsn, tmp_path, test_now):
     engine, job, target = _archived(pg_dsn, tmp_path, test_now)
     with engine:
-        plans = plan_columns(db.source_columns(engine.conn, job.chunk_schema, job.chunk_name))
-        token = db.fingerprint(engine.conn, job.chunk_schema, job.chunk_name, plans).token
+        plans = plan_columns(catalog.source_columns(engine.conn, job.chunk_schema, job.chunk_name))
+        token = fingerprint.fingerprint(engine.conn, job.chunk_schema, job.chunk_name, plans).token
         engine.conn.execute("UPDATE archiver.jobs SET archive_snapshot = NULL, content_hash = %s WHERE id = %s",
                             (token, job.id))
         with psycopg.connect(pg_dsn, autocommit=True) as other:
@@ -181,8 +181,8 @@ def test_parallel_streams_read_one_snapshot(pg_dsn):
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         conn.execute("CREATE TABLE t (id int, payload text)")
         conn.execute("INSERT INTO t SELECT g, repeat('x', g % 50) FROM generate_series(1, 60000) g")
-        pages = db.heap_pages(conn, "public", "t")
-        columns = db.source_columns(conn, "public", "t")
+        pages = catalog.heap_pages(conn, "public", "t")
+        columns = catalog.source_columns(conn, "public", "t")
     extractor = Extractor(lambda: pg_dsn, batch_size_bytes=64 * 1024, max_streams=3, min_pages_per_stream=1)
     try:
         with extractor.snapshot("public", "t", plan_columns(columns), {}, pages=pages) as snap:
