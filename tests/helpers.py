@@ -105,6 +105,17 @@ def normalise(value: Any) -> Any:
     return value
 
 
+def range_differences(conn: psycopg.Connection, source: str, restored: str, low: str, high: str) -> tuple[int, int]:
+    """Rows of `source` in [low, high) missing from `restored`, and rows of `restored` not in that range of `source`
+    (EXCEPT ALL both ways, so duplicates count)."""
+    window = "ts >= %s AND ts < %s"
+    missing = conn.execute(f"SELECT count(*) FROM (SELECT * FROM {source} WHERE {window} EXCEPT ALL "
+                           f"SELECT * FROM {restored}) d", (low, high)).fetchone()[0]
+    extra = conn.execute(f"SELECT count(*) FROM (SELECT * FROM {restored} EXCEPT ALL "
+                         f"SELECT * FROM {source} WHERE {window}) d", (low, high)).fetchone()[0]
+    return missing, extra
+
+
 def visible_files(lake_root: Path) -> list[Path]:
     """Files a Hive/Spark reader would see: no path component starting with `_` or `.`."""
     return [p for p in lake_root.rglob("*") if p.is_file()

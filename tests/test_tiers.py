@@ -12,7 +12,7 @@ import pytest
 from azure.storage.blob import BlobServiceClient
 
 from .conftest import AZURITE_CONNECTION_STRING, TSARCHIVE, cli_env
-from .helpers import due_partitions, ledger_jobs, make_monthly_partitions
+from .helpers import due_partitions, ledger_jobs, make_monthly_partitions, range_differences
 
 
 def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
@@ -101,11 +101,7 @@ def test_offline_data_files_are_told_apart_and_brought_back(archived):
                     "--into", "public.events_back")
     assert restored.returncode == 0, restored.stderr
     with psycopg.connect(archived["dsn"]) as conn:
-        window = "ts >= %s AND ts < %s"
-        missing = conn.execute(f"SELECT count(*) FROM (SELECT * FROM public.events_source WHERE {window} EXCEPT ALL "
-                               "SELECT * FROM public.events_back) d", (low, high)).fetchone()[0]
-        extra = conn.execute(f"SELECT count(*) FROM (SELECT * FROM public.events_back EXCEPT ALL "
-                             f"SELECT * FROM public.events_source WHERE {window}) d", (low, high)).fetchone()[0]
+        missing, extra = range_differences(conn, "public.events_source", "public.events_back", low, high)
         total = conn.execute("SELECT count(*) FROM public.events_back").fetchone()[0]
     assert (missing, extra) == (0, 0) and total == sum(j.row_count for j in jobs)
     assert json.loads(_cli(env, "query", "SELECT count(*) AS n FROM public.events", "--json").stdout)

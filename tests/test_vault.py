@@ -25,7 +25,7 @@ from shared_code.settings import load_settings
 from shared_code.vault import Vault, data_path
 
 from .conftest import AZURITE_BLOB_PORT, AZURITE_CONNECTION_STRING, TSARCHIVE, cli_env
-from .helpers import WormProxy, due_partitions, ledger_jobs, make_monthly_partitions
+from .helpers import WormProxy, due_partitions, ledger_jobs, make_monthly_partitions, range_differences
 
 
 def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
@@ -134,11 +134,7 @@ def test_vault_under_worm_through_a_late_change_and_the_drop(pg_dsn, vault_conta
                     "--into", "public.events_back")
     assert restored.returncode == 0, restored.stderr
     with psycopg.connect(pg_dsn) as conn:
-        window = "ts >= %s AND ts < %s"
-        missing = conn.execute(f"SELECT count(*) FROM (SELECT * FROM public.events_source WHERE {window} EXCEPT ALL "
-                               "SELECT * FROM public.events_back) d", (low, high)).fetchone()[0]
-        extra = conn.execute(f"SELECT count(*) FROM (SELECT * FROM public.events_back EXCEPT ALL "
-                             f"SELECT * FROM public.events_source WHERE {window}) d", (low, high)).fetchone()[0]
+        missing, extra = range_differences(conn, "public.events_source", "public.events_back", low, high)
         corrected = conn.execute("SELECT count(*) FROM public.events_back WHERE value = -1").fetchone()[0]
     assert (missing, extra) == (0, 0) and corrected > 0
 
