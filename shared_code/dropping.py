@@ -1,6 +1,6 @@
-"""Checking and dropping one archived, claimed job: the lake re-check runs beside the dropper's proof that the chunk is
-unchanged, and only both passing drops it. A chunk that changed goes back to the archive stage through the one
-`rearchive` call the engine hands in, then is checked again.
+"""Checking and dropping one archived, claimed job: its table's policy, asked of the catalog, must still make it due;
+the lake re-check runs beside the dropper's proof that the chunk is unchanged, and only both passing drops it. A chunk
+that changed goes back to the archive stage through the one `rearchive` call the engine hands in, then is checked again.
 """
 
 from __future__ import annotations
@@ -14,11 +14,14 @@ from datetime import UTC, datetime
 
 import psycopg
 
-from . import telemetry
+from . import catalog, telemetry
 from .dropper import ChunkDropper
 from .errors import ArchiverError, SourceChangedError, UnsupportedTypeError, VerificationError, render_error
 from .ledger import Job, Ledger
-from .results import Progress, StepResult
+from .planning import Decision, decide
+from .policies import job_policy
+from .results import Clock, Progress, StepResult
+from .settings import Settings
 
 log = logging.getLogger("tsarchive")
 
@@ -31,14 +34,35 @@ Rearchive = Callable[[int], StepResult]  # archive a job again, its chunk having
 class DropStage:
     """One claimed, archived job's drop, re-archiving first (at most MAX_REARCHIVES times) if its chunk changed."""
 
-    def __init__(self, ledger: Ledger, dropper: ChunkDropper, check_archive: Callable[..., list[str]], *,
-                 progress: Progress, drop_recheck: str, rearchive: Rearchive) -> None:
-        self.ledger, self.dropper, self.check_archive = ledger, dropper, check_archive
-        self.progress, self.drop_recheck, self.rearchive = progress, drop_recheck, rearchive
+    def __init__(self, conn: psycopg.Connection, ledger: Ledger, dropper: ChunkDropper,
+                 check_archive: Callable[..., list[str]], settings: Settings, *, clock: Clock, progress: Progress,
+                 rearchive: Rearchive) -> None:
+        self.conn, self.ledger, self.dropper, self.check_archive = conn, ledger, dropper, check_archive
+        self.settings, self.clock, self.progress, self.rearchive = settings, clock, progress, rearchive
+
+    def blocker(self, job: Job) -> str | None:
+        """Why this chunk must not be dropped now (retention or a continuous aggregate changed), or None.
+
+        Asks the catalog for this job's table policy alone; a chunk already gone from the catalog is not blocked (the
+        drop records it as already dropped)."""
+        policy = job_policy(self.conn, self.settings, job, self.clock())
+        if policy is None:
+            reason = "not in the current plan (table excluded or no longer configured)"
+        else:
+            entry = decide(job.chunk, policy)
+            if entry.decision == Decision.DUE:
+                return None
+            reason = entry.reason or f"no longer due ({entry.decision})"
+        return reason if catalog.relation_exists(self.conn, job.chunk_schema, job.chunk_name) else None
 
     def drop_claimed(self, job: Job, started: float) -> StepResult:
-        """Drop the job's chunk once its archive re-checks clean; re-archive and re-check when the chunk changed."""
+        """Drop the job's chunk once its policy still makes it due and its archive re-checks clean; re-archive and
+        re-check when the chunk changed."""
         name = job.chunk.qualified_chunk
+        blocker = self.blocker(job)
+        if blocker:
+            self.ledger.hold_drop(job.id, blocker)
+            return StepResult(job.id, name, "drop", "skipped", f"kept: {blocker}")
         for _ in range(MAX_REARCHIVES + 1):
             try:
                 with telemetry.span("drop", job_id=job.id, table=job.table, chunk=name):
@@ -86,7 +110,7 @@ class DropStage:
         """Re-check the lake (on a second thread) while the dropper proves the chunk unchanged; drop if both pass."""
         name = job.chunk.qualified_chunk
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tsarchive-recheck") as pool:
-            lake_check = pool.submit(self.check_archive, job, checksum=self.drop_recheck == "checksum")
+            lake_check = pool.submit(self.check_archive, job, checksum=self.settings.drop_recheck == "checksum")
 
             def confirm_archive(exists: bool, timeout: float | None) -> bool:
                 try:

@@ -7,17 +7,14 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import psycopg
-
-from . import catalog, db, telemetry
+from . import db, telemetry
 from .archive_check import ArchiveChecker
 from .archiving import ChunkArchiver, job_layout
 from .dropper import ChunkDropper
 from .dropping import DropStage
 from .errors import (
-    ArchiverError,
     JobStateError,
     is_terminal,
     render_error,
@@ -27,12 +24,16 @@ from .faults import crash_point
 from .lake import Lake
 from .layout import ChunkLayout
 from .ledger import Job, JobState, Ledger
-from .planning import Decision, PlanEntry, TablePolicy, cutoff_for, plan, table_selected
+from .planning import Decision, PlanEntry, plan
+from .policies import read_policies
 from .reporting import table_status, tier_bytes
 from .results import Clock, Progress, RunReport, StepResult
 from .settings import Settings
 from .vault import Vault, make_vault
 from .verification import run_drill, verify_archives
+
+if TYPE_CHECKING:
+    from .restore.context import RestoreContext
 
 log = logging.getLogger("tsarchive")
 
@@ -110,54 +111,7 @@ class Engine:
             return self._plan(hypertable, older_than)
 
     def _plan(self, hypertable: str | None, older_than: datetime | None) -> list[PlanEntry]:
-        s = self.settings
-        now = self.clock()
-        chunks, policies = [], {}
-        candidates: list[str] = []  # every archivable table, to name them when --hypertable matches none
-        if catalog.has_timescaledb(self.conn):
-            for table in catalog.user_hypertables(self.conn):
-                name = f"{table.schema}.{table.name}"
-                if not table_selected(name, s.include, s.exclude):
-                    continue
-                candidates.append(name)
-                if hypertable and hypertable not in (name, table.name):
-                    continue
-                skip, cutoff = None, None
-                if table.time_type in ("smallint", "integer", "bigint"):
-                    span = s.integer_retention.get(name, s.integer_retention.get(table.name))
-                    if span is None:
-                        skip = (f"integer time column ({table.time_type}): set ARCHIVER_INTEGER_RETENTION "
-                                f"'{name}=<units>' to archive it")
-                    elif not table.integer_now_func:
-                        skip = f"integer time column without an integer_now function: call set_integer_now_func on {name}"
-                    else:
-                        cutoff = catalog.integer_now(self.conn, table.integer_now_func) - span
-                else:
-                    cutoff = older_than or cutoff_for(name, now, s.retention_days, s.retention_overrides)
-                try:
-                    guards = catalog.aggregate_guards(self.conn, table, now)
-                except psycopg.errors.InsufficientPrivilege as denied:  # this table only: the others go on
-                    guards, skip = [], f"cannot read its continuous aggregates: {render_error(denied)}"
-                    log.error("%s skipped: %s", name, skip)
-                policies[name] = TablePolicy(cutoff=cutoff, skip_reason=skip, guards=guards)
-                chunks.extend(catalog.hypertable_chunks(self.conn, table))
-        for qualified in s.partitioned_tables:
-            table = catalog.partitioned_table(self.conn, qualified)
-            name = f"{table.schema}.{table.name}"
-            candidates.append(name)
-            if hypertable and hypertable not in (name, table.name):
-                continue
-            integer = table.key_type in ("smallint", "integer", "bigint")
-            skip, cutoff = None, None
-            if integer:
-                skip = "integer partition keys have no integer_now reference; not supported for native partitions"
-            else:
-                cutoff = older_than or cutoff_for(name, now, s.retention_days, s.retention_overrides)
-            policies[name] = TablePolicy(cutoff=cutoff, skip_reason=skip)
-            chunks.extend(catalog.partition_chunks(self.conn, table))
-        if hypertable and not policies:
-            known = sorted(candidates) or ["none (check ARCHIVER_INCLUDE and ARCHIVER_PARTITIONED_TABLES)"]
-            raise ArchiverError(f"no archivable table matches {hypertable!r}; archivable tables: {', '.join(known)}")
+        chunks, policies = read_policies(self.conn, self.settings, self.clock(), hypertable, older_than)
         return plan(chunks, policies)
 
     def record_plan(self, entries: list[PlanEntry]) -> list[Job]:
@@ -251,6 +205,15 @@ class Engine:
         Delta table and, with a vault, are sealed there."""
         return self.checker().problems(job, checksum=checksum, before_drop=True)
 
+    def restore_context(self) -> RestoreContext:
+        """What a restore is handed: the connections, the ledger (migrated), the lake and the archive check."""
+        from .restore.context import RestoreContext
+
+        self._ensure_ledger()
+        return RestoreContext(conn=self.conn, ledger=self.ledger, lake=self.lake, check_archive=self.check_archive,
+                              row_connection=self.extractor.connection, serial=self.serial,
+                              lock_timeout_ms=self.settings.lock_timeout_ms)
+
     def drill(self, sample: int | None = None, table: str | None = None, drill_id: int | None = None) -> list[StepResult]:
         """The recovery drill: verify --deep on every archive (or a random sample), recorded in the ledger."""
         self._ensure_ledger()
@@ -263,21 +226,8 @@ class Engine:
         return verify_archives(self.ledger, self.lake, self.checker(), job_ids=job_ids, table=table, deep=deep,
                                sample=sample)
 
-    def drop_blocker(self, job: Job, entries: list[PlanEntry] | None = None) -> str | None:
-        """Why this chunk must not be dropped now (retention or a continuous aggregate changed), or None."""
-        if entries is None:
-            entries = self.plan(job.table)
-        for entry in entries:
-            if (entry.chunk.chunk_schema, entry.chunk.chunk_name) == (job.chunk_schema, job.chunk_name):
-                if entry.decision == Decision.DUE:
-                    return None
-                return entry.reason or f"no longer due ({entry.decision})"
-        if catalog.relation_exists(self.conn, job.chunk_schema, job.chunk_name):
-            return "not in the current plan (table excluded or no longer configured)"
-        return None  # gone from the catalog: the drop step records it as already dropped
-
-    def drop(self, job_id: int, entries: list[PlanEntry] | None = None) -> StepResult:
-        """Re-check the plan, the archive and the chunk, then drop it; re-archive first if the chunk changed."""
+    def drop(self, job_id: int) -> StepResult:
+        """Claim an archived job and hand it to the drop stage: policy, archive and chunk re-checked, then dropped."""
         self._ensure_ledger()
         started = time.monotonic()
         with self.ledger.claimed(job_id) as held:
@@ -289,12 +239,8 @@ class Engine:
                 return StepResult(job_id, name, "drop", "skipped", "already dropped")
             if job.state != JobState.ARCHIVED:
                 return StepResult(job_id, name, "drop", "skipped", f"not archived (state {job.state})")
-            blocker = self.drop_blocker(job, entries)
-            if blocker:
-                self.ledger.hold_drop(job.id, blocker)
-                return StepResult(job_id, name, "drop", "skipped", f"kept: {blocker}")
-            stage = DropStage(self.ledger, self.dropper, self.check_archive, progress=self.progress,
-                              drop_recheck=self.settings.drop_recheck,
+            stage = DropStage(self.conn, self.ledger, self.dropper, self.check_archive, self.settings,
+                              clock=self.clock, progress=self.progress,
                               rearchive=lambda job_id: self.archive(job_id, rearchive=True))
             return stage.drop_claimed(job, started)
 
@@ -317,15 +263,15 @@ class Engine:
             out.append(job)
         return sorted(out, key=lambda j: j.id)
 
-    def process(self, job: Job, *, drop: bool, entries: list[PlanEntry] | None = None) -> list[StepResult]:
+    def process(self, job: Job, *, drop: bool) -> list[StepResult]:
         """Archive then drop one job; an unexpected error fails this job only, never the whole run."""
         try:
-            return self._process(job, drop=drop, entries=entries)
+            return self._process(job, drop=drop)
         except Exception as error:  # noqa: BLE001 - reported per job
             log.error("job %s: %s", job.id, _first_line(error), extra={"job_id": job.id})
             return [StepResult(job.id, job.chunk.qualified_chunk, "process", "failed", _first_line(error))]
 
-    def _process(self, job: Job, *, drop: bool, entries: list[PlanEntry] | None = None) -> list[StepResult]:
+    def _process(self, job: Job, *, drop: bool) -> list[StepResult]:
         results = []
         if job.state != JobState.ARCHIVED:
             result = self.archive(job.id)
@@ -335,7 +281,7 @@ class Engine:
         if drop:
             current = self.ledger.get(job.id)
             if current is not None and current.state == JobState.ARCHIVED:
-                results.append(self.drop(job.id, entries))
+                results.append(self.drop(job.id))
         return results
 
     def run(self, *, hypertable: str | None = None, dry_run: bool | None = None, drop: bool = True) -> RunReport:
@@ -351,7 +297,7 @@ class Engine:
         lanes = 1 if self.serial else min(self.settings.parallel_chunks, len(jobs))
         if lanes <= 1:
             for job in jobs:
-                report.steps.extend(self.process(job, drop=drop, entries=entries))
+                report.steps.extend(self.process(job, drop=drop))
         else:
             pending, taking = iter(jobs), threading.Lock()
 
@@ -365,7 +311,7 @@ class Engine:
                             job = next(pending, None)
                         if job is None:
                             return results
-                        results.extend(worker.process(job, drop=drop, entries=entries))
+                        results.extend(worker.process(job, drop=drop))
 
             with ThreadPoolExecutor(max_workers=lanes) as pool:
                 for results in [pool.submit(work) for _ in range(lanes)]:

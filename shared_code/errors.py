@@ -64,6 +64,10 @@ class JobStateError(ArchiverError):
     """A job is not in a state that allows the requested step."""
 
 
+class RestoreRefused(ArchiverError):
+    """The restore would put in rows the target already holds, or cannot put them where asked."""
+
+
 class SchemaEvolutionError(ArchiverError):
     """The source table's schema changed in a way the archive table cannot follow."""
 

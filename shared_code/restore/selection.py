@@ -1,0 +1,132 @@
+"""Which archived jobs and files a restore reads, each file proven against the ledger before any row is used.
+
+The lake is untrusted: every file must match the SHA-256 the ledger recorded, the manifest must match its recorded
+SHA-256, and column types come from the ledger (or, for old jobs, are checked to be type names).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from .. import catalog
+from ..errors import ArchiverError, JobStateError, RestoreRefused, VerificationError
+from ..lake import OfflineFile, offline_summary
+from ..ledger import Job, JobState
+from ..manifest import Manifest
+from ..results import rehydrate_command
+from ..typemap import text_companion
+from .bounds import Bound, TimeFilter, iso, overlaps
+from .context import RestoreContext
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+Columns = list[dict[str, str]]  # [{"name": ..., "pg_type": ...}] as recorded when the chunk was archived
+
+
+def jobs_for(ctx: RestoreContext, table: str, start: Bound, end: Bound) -> list[Job]:
+    """The archived or dropped jobs of `table` whose chunk overlaps [start, end)."""
+    jobs = ctx.ledger.restorable(table)
+    if not jobs:
+        known = sorted({j.table for j in ctx.ledger.jobs(["archived", "dropped"], limit=1000)})
+        raise ArchiverError(f"nothing of {table!r} is archived" + (f"; archived tables: {', '.join(known)}" if known else ""))
+    chosen = [j for j in jobs if overlaps(j, start, end)]
+    if not chosen:
+        raise ArchiverError(f"no archived chunk of {table} overlaps [{iso(start)}, {iso(end)}); "
+                            "`tsarchive jobs --state dropped` lists what is archived")
+    return chosen
+
+
+def job_files(job: Job) -> list[str]:
+    """Every lake file a restore of the job reads: its data files and its manifest."""
+    return [*job.lake_paths, *([job.manifest_path] if job.manifest_path else [])]
+
+
+def offline_files(ctx: RestoreContext, jobs: list[Job]) -> dict[int, list[OfflineFile]]:
+    """Per job, the files a lifecycle rule took offline (nothing can be proven from them until rehydrated)."""
+    return {job.id: ctx.lake.offline(job_files(job)) for job in jobs}
+
+
+def checked(ctx: RestoreContext, job: Job) -> tuple[Manifest, Columns]:
+    """The job's manifest and trusted columns, after its files were checked against the ledger's SHA-256s."""
+    if job.state not in (JobState.ARCHIVED, JobState.DROPPED) or not job.manifest_path:
+        raise JobStateError(f"job {job.id} is {job.state}; only archived or dropped jobs can be restored")
+    offline = ctx.lake.offline(job_files(job))
+    if offline:
+        raise RestoreRefused(f"the archive of job {job.id} ({job.chunk_name}) is not online: {offline_summary(offline)}. "
+                             f"Bring it back with: {rehydrate_command(job.table, job.range_start, job.range_end)}")
+    problems = ctx.check_archive(job)
+    if problems:
+        raise VerificationError(f"the archive of job {job.id} ({job.chunk_name}) fails its check, not restoring: "
+                                f"{'; '.join(problems)}")
+    return _trusted_manifest(ctx, job)
+
+
+def _trusted_manifest(ctx: RestoreContext, job: Job) -> tuple[Manifest, Columns]:
+    """The job's manifest and the columns to create, never trusting the lake.
+
+    The manifest must be byte for byte the one the archive wrote (its SHA-256 is in the ledger), and the column
+    types come from the ledger, which recorded them from the catalog. Jobs archived before the ledger kept them
+    fall back to the manifest's types, each accepted only if this database parses it as a type name.
+    """
+    assert job.manifest_path is not None
+    raw = ctx.lake.read_bytes(job.manifest_path)
+    if job.manifest_sha256 and hashlib.sha256(raw).hexdigest() != job.manifest_sha256:
+        raise VerificationError(
+            f"the manifest {job.manifest_path} is not the one written when job {job.id} was archived (its SHA-256 "
+            "differs from the ledger's): someone changed it in the lake. Not restoring; nothing was run.")
+    try:
+        manifest = Manifest.from_json(raw)
+    except (ValueError, TypeError, KeyError) as error:
+        raise VerificationError(f"the manifest {job.manifest_path} is unreadable ({error}); not restoring") from None
+    if job.columns:
+        return manifest, [{"name": str(c["name"]), "pg_type": str(c["pg_type"])} for c in job.columns]
+    columns = []
+    for column in manifest.columns:
+        if not isinstance(column, dict) or not isinstance(column.get("name"), str):
+            raise VerificationError(f"the manifest {job.manifest_path} lists a malformed column; not restoring")
+        try:
+            pg_type = catalog.checked_type(ctx.conn, column.get("pg_type"))
+        except ArchiverError as error:
+            raise VerificationError(f"the manifest {job.manifest_path}, column {column['name']!r}: {error}. "
+                                    "Not restoring; nothing was run.") from None
+        columns.append({"name": column["name"], "pg_type": pg_type})
+    return manifest, columns
+
+
+def union_columns(checked_jobs: list[tuple[Job, Columns]]) -> Columns:
+    """Every archived column, in order; a column whose type changed between chunks cannot share one table."""
+    out: dict[str, str] = {}
+    for job, columns in checked_jobs:
+        for column in columns:
+            known = out.setdefault(column["name"], column["pg_type"])
+            if known != column["pg_type"]:
+                raise RestoreRefused(f"column {column['name']!r} was archived as {known} and, in job {job.id}, as "
+                                     f"{column['pg_type']}: restore a narrower range, or per job")
+    return [{"name": n, "pg_type": t} for n, t in out.items()]
+
+
+def lake_batches(ctx: RestoreContext, job: Job, rows: TimeFilter | None, columns: list[str] | None = None
+                 ) -> Iterator[pa.RecordBatch]:
+    """The job's archived rows in [rows), as Arrow batches read from its (already checked) files."""
+    import pyarrow.parquet as pq
+
+    for path in job.lake_paths:
+        with ctx.lake.open_read(path) as handle:
+            for batch in pq.ParquetFile(handle).iter_batches(batch_size=65_536, columns=columns):
+                batch = rows.apply(batch) if rows else batch
+                if batch.num_rows:
+                    yield batch
+
+
+def lake_companions(ctx: RestoreContext, job: Job, names: list[str]) -> set[str]:
+    """Array columns whose exact text the archive kept beside them (their companion is in the files)."""
+    import pyarrow.parquet as pq
+
+    present: set[str] = set()
+    for path in job.lake_paths:
+        with ctx.lake.open_read(path) as handle:
+            present.update(pq.ParquetFile(handle).schema_arrow.names)
+    return {n for n in names if text_companion(n, names) in present}
