@@ -30,6 +30,11 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 TSARCHIVE = str(BIN / "tsarchive")
+# `--baseline REV`: the CLI of another revision, checked out in a worktree, run by this interpreter. The editable
+# install's import hook is removed first, or `shared_code` would resolve to this checkout.
+BASELINE_LAUNCHER = ("import sys; sys.meta_path = [f for f in sys.meta_path if 'editable' not in type(f).__module__.lower()]; "
+                     "sys.path.insert(0, sys.argv.pop(1)); from shared_code.cli import main; main()")
+BASELINE: list[str] = []  # the command that runs the baseline's CLI, set by --baseline
 RESULTS = ROOT / "bench" / "results"
 PG_PORT = os.environ.get("TSARCHIVE_PG_PORT", "55432")
 NATIVE_PORT = os.environ.get("TSARCHIVE_NATIVE_PORT", "55434")
@@ -194,8 +199,10 @@ def run_duckdb(fx: Fixture, chunk: str, out: Path) -> tuple[Measure, int]:
     return measure, size
 
 
-def run_tsarchive(fx: Fixture, *, azurite: bool, compact: bool = False) -> tuple[Measure, dict[str, Any]]:
-    """`tsarchive run --json`: archive, verify and drop the chunk. Returns the measure and the report."""
+def run_tsarchive(fx: Fixture, *, azurite: bool, compact: bool = False,
+                  baseline: bool = False) -> tuple[Measure, dict[str, Any]]:
+    """`tsarchive run --json` (this checkout's, or the baseline's): archive, verify and drop the chunk. Returns the
+    measure and the report."""
     container = azurite_container() if azurite else None
     local = None if azurite else Path(tempfile.mkdtemp(prefix="tsarchive-bench-"))
     url = (f"abfss://{container}@devstoreaccount1.dfs.core.windows.net/lake" if container
@@ -204,7 +211,7 @@ def run_tsarchive(fx: Fixture, *, azurite: bool, compact: bool = False) -> tuple
         env = fx.env(url, azurite=azurite)
         if compact:
             env["ARCHIVER_PARQUET_ENCODINGS"] = "compact"
-        measure = whole_process([TSARCHIVE, "run", "--json"], env)
+        measure = whole_process([*(BASELINE if baseline else [TSARCHIVE]), "run", "--json"], env)
         report = json.loads(measure.output)
         if report["failed"] or not any(s["step"] == "drop" and s["outcome"] == "done" for s in report["steps"]):
             sys.exit(f"tsarchive run did not archive and drop the chunk: {report['steps']}")
@@ -236,19 +243,20 @@ def bench_chunk(target: str, rows: int, runs: int, paths: list[str]) -> dict[str
             measure, size = run_duckdb(fx, chunk, out)
             samples["duckdb"].append(measure)
             extra["duckdb_bytes"].append(size)
-        for path, azurite, compact in (("tsarchive_local", False, False), ("tsarchive_azurite", True, False),
-                                       ("tsarchive_compact", False, True)):
+        for path, azurite, compact in (("tsarchive_local", False, False), ("tsarchive_baseline", False, False),
+                                       ("tsarchive_azurite", True, False), ("tsarchive_compact", False, True)):
             if path in paths:
                 if not fresh:
                     chunk = fx.reset()
                 fresh = False
-                measure, report = run_tsarchive(fx, azurite=azurite, compact=compact)
+                measure, report = run_tsarchive(fx, azurite=azurite, compact=compact,
+                                                baseline=path == "tsarchive_baseline")
                 samples[path].append(measure)
                 steps[path].append({"archive_s": round(step_seconds(report, "archive"), 3),
                                     "drop_s": round(step_seconds(report, "drop"), 3)})
                 if compact:
                     extra["compact_bytes"].append(report["parquet_bytes"])
-                elif not azurite:
+                elif not azurite and path == "tsarchive_local":
                     extra["parquet_bytes"].append(report["parquet_bytes"])
                     extra["archive_s"].append(step_seconds(report, "archive"))
                     extra["drop_s"].append(step_seconds(report, "drop"))
@@ -291,23 +299,24 @@ def bench_many_chunks(total: int, due: int, runs: int) -> dict[str, Any]:
                              FROM generate_series({start}, {start + n - 1}) h""")
     created = time.perf_counter() - created
     env = {k: v for k, v in os.environ.items() if not k.startswith("ARCHIVER_")}
-    per_chunk, plan_s, record_s = [], [], []
+    per_chunk, plan_s, record_s, baseline_per_chunk = [], [], [], []
     for _ in range(runs):
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute("SET client_min_messages = warning")
-            conn.execute("DROP SCHEMA IF EXISTS archiver CASCADE")
-            conn.execute("INSERT INTO many SELECT * FROM source")
-            chunks = conn.execute("SELECT count(*) FROM show_chunks('many')").fetchone()[0]
-        lake = Path(tempfile.mkdtemp(prefix="tsarchive-many-"))
-        env.update(ARCHIVER_DATABASE_URL=dsn, ARCHIVER_LAKE_URL=lake.as_uri(), ARCHIVER_INCLUDE="public.many")
-        empty = whole_process([TSARCHIVE, "run", "--json", "--hypertable", "no_such_table"], env)
-        measure = whole_process([TSARCHIVE, "run", "--json"], env)
-        report = json.loads(measure.output)
-        dropped = sum(1 for s in report["steps"] if s["step"] == "drop" and s["outcome"] == "done")
-        if dropped != due or report["failed"]:
-            sys.exit(f"many-chunk run dropped {dropped} of {due} chunks: {report['failed']} failed")
-        per_chunk.append((measure.wall_s - empty.wall_s) / due)
-        shutil.rmtree(lake, ignore_errors=True)
+        for cli, costs in [([TSARCHIVE], per_chunk)] + ([(BASELINE, baseline_per_chunk)] if BASELINE else []):
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                conn.execute("SET client_min_messages = warning")
+                conn.execute("DROP SCHEMA IF EXISTS archiver CASCADE")
+                conn.execute("INSERT INTO many SELECT * FROM source")
+                chunks = conn.execute("SELECT count(*) FROM show_chunks('many')").fetchone()[0]
+            lake = Path(tempfile.mkdtemp(prefix="tsarchive-many-"))
+            env.update(ARCHIVER_DATABASE_URL=dsn, ARCHIVER_LAKE_URL=lake.as_uri(), ARCHIVER_INCLUDE="public.many")
+            empty = whole_process([*cli, "run", "--json", "--hypertable", "no_such_table"], env)
+            measure = whole_process([*cli, "run", "--json"], env)
+            report = json.loads(measure.output)
+            dropped = sum(1 for s in report["steps"] if s["step"] == "drop" and s["outcome"] == "done")
+            if dropped != due or report["failed"]:
+                sys.exit(f"many-chunk run dropped {dropped} of {due} chunks: {report['failed']} failed")
+            costs.append((measure.wall_s - empty.wall_s) / due)
+            shutil.rmtree(lake, ignore_errors=True)
         timing = json.loads(subprocess.run(
             [sys.executable, str(ROOT / "bench" / "bench_archive.py"), "--record-plan", dsn], env=env, check=True,
             capture_output=True, text=True).stdout)
@@ -315,7 +324,8 @@ def bench_many_chunks(total: int, due: int, runs: int) -> dict[str, Any]:
         record_s.append(timing["record_plan_s"])
     return {"chunks": chunks, "due": due, "runs": runs, "setup_s": round(created, 1),
             "fixed_cost_per_chunk_s": median(per_chunk), "plan_s": median(plan_s), "record_plan_s": median(record_s),
-            "record_plan_chunks": total}
+            "record_plan_chunks": total,
+            **({"baseline_fixed_cost_per_chunk_s": median(baseline_per_chunk)} if baseline_per_chunk else {})}
 
 
 def record_plan_timing(dsn: str) -> None:
@@ -376,7 +386,7 @@ def chart(results: dict[str, Any], path: Path) -> None:
     chunks = results["chunks"]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 4.8))
     labels = [f"{r['target']} {r['rows'] // 1000}k" for r in chunks]
-    order = ["copy", "duckdb", "tsarchive_local", "tsarchive_azurite", "tsarchive_compact"]
+    order = ["copy", "duckdb", "tsarchive_local", "tsarchive_baseline", "tsarchive_azurite", "tsarchive_compact"]
     paths = sorted({p for r in chunks for p in r["paths"]}, key=order.index)
     width = 0.8 / max(len(paths), 1)
     for i, name in enumerate(paths):
@@ -409,11 +419,23 @@ def markdown(results: dict[str, Any]) -> str:
             f"{get('tsarchive_local', 'peak_rss_mib')} | {get('tsarchive_local', 'cpu_s')} | "
             f"{ratio(r.get('parquet_bytes'), r.get('duckdb_bytes'))} / {ratio(r.get('compact_bytes'), r.get('duckdb_bytes'))} "
             f"| {r.get('archive_s')} | {r.get('drop_s')} |")
+    if results.get("baseline"):
+        lines += ["", f"Against the baseline {results['baseline']} (the same chunk, interleaved in this run):", "",
+                  "| chunk | rows | baseline s | this checkout s | baseline ÷ this (wall) | baseline CPU s | this CPU s "
+                  "| baseline peak RSS MiB | this peak RSS MiB |", "|" + "---|" * 9]
+        for r in results["chunks"]:
+            base, this = r["paths"].get("tsarchive_baseline", {}), r["paths"].get("tsarchive_local", {})
+            if base and this:
+                lines.append(f"| {r['label']} | {r['rows']:,} | {base['wall_s']} | {this['wall_s']} | "
+                             f"{base['wall_s'] / this['wall_s']:.2f} | {base['cpu_s']} | {this['cpu_s']} | "
+                             f"{base['peak_rss_mib']} | {this['peak_rss_mib']} |")
     if results.get("many"):
         m = results["many"]
         lines += ["", f"Many chunks: {m['chunks']:,} chunks, {m['due']} due: fixed cost per chunk "
                       f"{m['fixed_cost_per_chunk_s']} s; plan {m['plan_s']} s and record_plan {m['record_plan_s']} s "
-                      f"for {m['record_plan_chunks']:,} chunks (median of {m['runs']})."]
+                      f"for {m['record_plan_chunks']:,} chunks (median of {m['runs']})."
+                      + (f" The baseline's fixed cost per chunk: {m['baseline_fixed_cost_per_chunk_s']} s."
+                         if "baseline_fixed_cost_per_chunk_s" in m else "")]
     for s in results.get("stall", []):
         lines += ["", f"Reader stall ({s['target']}, {s['rows']:,} rows): slowest point query {s['max_stall_s']} s "
                       f"(median {s['median_query_s']} s, {s['queries']} queries) during a {s['run_wall_s']} s run "
@@ -431,6 +453,8 @@ def main() -> None:
     parser.add_argument("--many-due", type=int, default=100)
     parser.add_argument("--stall-rows", type=int, default=5_000_000, help="chunk size for the reader-stall probe (0 skips)")
     parser.add_argument("--smoke", action="store_true", help="a seconds-long run on PostgreSQL 15 only (CI)")
+    parser.add_argument("--baseline", metavar="REV", help="also run the tsarchive of this git revision (a worktree), "
+                                                          "interleaved with this checkout's: path tsarchive_baseline")
     parser.add_argument("--record-plan", metavar="DSN", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.record_plan:
@@ -446,11 +470,21 @@ def main() -> None:
             sys.exit(f"native TimescaleDB is not running on port {NATIVE_PORT}: run `make tsdb-native services`, "
                      "or pass --targets pg --many 0")
     paths = args.paths.split(",")
+    if args.baseline:
+        worktree = Path(tempfile.mkdtemp(prefix="tsarchive-baseline-")) / "checkout"
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-f", str(worktree), args.baseline],
+                       check=True, capture_output=True)
+        BASELINE.extend([sys.executable, "-c", BASELINE_LAUNCHER, str(worktree)])
+        paths.insert(paths.index("tsarchive_local") + 1 if "tsarchive_local" in paths else len(paths),
+                     "tsarchive_baseline")
     results: dict[str, Any] = {
         "stamp": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}",
         "command": " ".join(["python", "bench/bench_archive.py", *sys.argv[1:]]), "chunks": [], "stall": [],
     }
+    if args.baseline:
+        results["baseline"] = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", args.baseline],
+                                             capture_output=True, text=True).stdout.strip()
     for target in targets:
         for rows in (int(r) for r in args.rows.split(",")):
             print(f"== {target} {rows:,} rows", file=sys.stderr, flush=True)
@@ -473,6 +507,8 @@ def main() -> None:
         shutil.copy(RESULTS / f"{stem}.png", RESULTS / "latest.png")
         with open(ROOT / "bench" / "RESULTS.md", "a") as out:
             out.write(text)
+    if BASELINE:
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", BASELINE[-1]], capture_output=True)
 
 
 if __name__ == "__main__":
