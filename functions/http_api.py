@@ -161,7 +161,7 @@ def readiness(req: func.HttpRequest) -> func.HttpResponse:
                 engine.conn.execute("SELECT 1")
 
         def lake() -> None:
-            from shared_code.lake import Lake
+            from shared_code.storage.lake import Lake
 
             secret = settings.lake_connection_string
             Lake(settings.lake_url, secret.get_secret_value() if secret else None, settings.lake_client_id).check()

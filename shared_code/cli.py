@@ -430,8 +430,8 @@ def lifecycle(archive_after_days: int = typer.Option(0, "--archive-after-days", 
               cold_after_days: int = typer.Option(90, "--cold-after-days", min=0),
               as_json: bool = JsonOpt) -> None:
     """The archive account's lifecycle policy: online tiers for everything, the Archive tier for data files only."""
-    from . import lifecycle as lc
     from .ledger import JobState
+    from .storage import lifecycle as lc
 
     with _engine() as engine:
         engine.init()
@@ -468,9 +468,9 @@ def query(sql_text: str = typer.Argument(..., metavar="SQL", help="One DuckDB SQ
           as_json: bool = JsonOpt, as_csv: bool = typer.Option(False, "--csv", help="Print CSV.")) -> None:
     """Query the archive with DuckDB, without the database: each archived table is a view named schema.table."""
     from .errors import ArchiverError
-    from .lake import Lake
     from .query import run_query
     from .settings import load_settings
+    from .storage.lake import Lake
 
     try:
         settings = load_settings(database_url=os.environ.get("ARCHIVER_DATABASE_URL") or "postgresql:///unused")

@@ -9,28 +9,29 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from . import db, telemetry
-from .archive_check import ArchiveChecker
-from .archiving import ChunkArchiver, job_layout
-from .dropper import ChunkDropper
-from .dropping import DropStage
+from . import telemetry
+from .archive.stage import ChunkArchiver, job_layout
+from .database import connection as db
+from .database.extract import Extractor
+from .drop.dropper import ChunkDropper
+from .drop.stage import DropStage
 from .errors import (
     JobStateError,
     is_terminal,
     render_error,
 )
-from .extract import Extractor
 from .faults import crash_point
-from .lake import Lake
-from .layout import ChunkLayout
 from .ledger import Job, JobState, Ledger
 from .planning import Decision, PlanEntry, plan
 from .policies import read_policies
 from .reporting import table_status, tier_bytes
 from .results import Clock, Progress, RunReport, StepResult
 from .settings import Settings
-from .vault import Vault, make_vault
-from .verification import run_drill, verify_archives
+from .storage.lake import Lake
+from .storage.layout import ChunkLayout
+from .storage.vault import Vault, make_vault
+from .verify.archive_check import ArchiveChecker
+from .verify.verification import run_drill, verify_archives
 
 if TYPE_CHECKING:
     from .restore.context import RestoreContext

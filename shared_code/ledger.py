@@ -14,7 +14,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from . import db
+from .database import connection as db
 from .errors import JobStateError
 from .planning import Chunk, ChunkKind
 

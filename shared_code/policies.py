@@ -8,8 +8,8 @@ from datetime import datetime
 
 import psycopg
 
-from . import catalog
-from .catalog import Hypertable, PartitionedTable
+from .database import catalog
+from .database.catalog import Hypertable, PartitionedTable
 from .errors import ArchiverError, render_error
 from .ledger import Job
 from .planning import Chunk, ChunkKind, TablePolicy, cutoff_for, table_selected

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import ArchiverError, render_error
-from .lake import Lake, _parse_connection_string
-from .layout import DELTA_LOG, unescape
+from .storage.lake import Lake, _parse_connection_string
+from .storage.layout import DELTA_LOG, unescape
 
 if TYPE_CHECKING:
     import duckdb

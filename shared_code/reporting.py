@@ -8,9 +8,9 @@ from datetime import datetime
 from typing import Any
 
 from .errors import render_error
-from .lake import Lake
 from .ledger import Job, JobState
 from .planning import Decision, PlanEntry
+from .storage.lake import Lake
 
 log = logging.getLogger("tsarchive")
 

@@ -191,7 +191,7 @@ class Settings(BaseSettings):
 
     def database_dsn(self) -> str:
         """The connection string to use now, with TCP keepalives; with Entra ID auth it carries a fresh token."""
-        from .dbauth import with_entra_token, with_tcp_keepalives
+        from .database.auth import with_entra_token, with_tcp_keepalives
 
         dsn = with_tcp_keepalives(self.database_url.get_secret_value())
         return with_entra_token(dsn) if self.database_auth == "entra" else dsn

@@ -6,7 +6,7 @@ import psycopg
 import pytest
 from azure.core.credentials import AccessToken
 
-from shared_code.dbauth import SCOPE, with_entra_token
+from shared_code.database.auth import SCOPE, with_entra_token
 from shared_code.engine import Engine
 from shared_code.errors import ConfigError
 from shared_code.settings import load_settings
@@ -48,7 +48,7 @@ def test_token_failure_is_a_clear_error(pg_dsn):
 
 
 def test_settings_fetch_a_token_per_connection(monkeypatch, pg_dsn, tmp_path):
-    import shared_code.dbauth as dbauth
+    import shared_code.database.auth as dbauth
 
     credential = IssuedToken("tok")
     monkeypatch.setattr(dbauth, "_credential", credential)

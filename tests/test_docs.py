@@ -125,8 +125,8 @@ def test_tsarchive_query_examples_run(doc_archive):
 
 
 def test_azure_paths_in_the_docs_are_the_ones_written():
-    from shared_code.lake import Lake
-    from shared_code.layout import table_dir
+    from shared_code.storage.lake import Lake
+    from shared_code.storage.layout import table_dir
 
     lake = Lake(AZURE_LAKE)
     folder = table_dir("", "public", "metrics")

@@ -6,10 +6,11 @@ import time
 import psycopg
 import pytest
 
-from shared_code import catalog, fingerprint
-from shared_code.dropper import ArchiveSnapshot, changed_since
+from shared_code.database import catalog
+from shared_code.database.extract import Extractor
+from shared_code.drop import fingerprint
+from shared_code.drop.dropper import ArchiveSnapshot, changed_since
 from shared_code.errors import SourceChangedError
-from shared_code.extract import Extractor
 from shared_code.ledger import JobState
 from shared_code.typemap import plan_columns
 
@@ -139,7 +140,7 @@ def test_a_pending_writer_makes_the_drop_wait_then_reconsider(pg_dsn, tmp_path, 
 
 def test_while_the_rows_are_checked_readers_pass_and_writers_wait(pg_dsn, tmp_path, test_now, monkeypatch):
     """The row scan runs under SHARE: at that moment a reader's query completes, a writer's cannot."""
-    import shared_code.dropper as dropper
+    import shared_code.drop.dropper as dropper
 
     engine, job, target = _archived(pg_dsn, tmp_path, test_now)
     seen: dict[str, object] = {}
@@ -256,7 +257,7 @@ def test_another_table_under_the_chunks_name_is_a_change(pg_dsn, tmp_path, test_
 
 
 def test_a_snapshot_too_old_to_order_is_never_trusted(pg_dsn, tmp_path, test_now, monkeypatch):
-    import shared_code.dropper as dropper
+    import shared_code.drop.dropper as dropper
 
     engine, job, _ = _archived(pg_dsn, tmp_path, test_now)
     with engine:

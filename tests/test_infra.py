@@ -381,7 +381,7 @@ def test_only_the_printed_data_prefixes_can_go_offline(parsed):
     # two places: the live table's offline data rules, and the vault's data rule (never its manifests)
     assert text.count("tierToArchive") == 2
     assert "prefixMatch: take(skip(offlinePrefixes, i * 10), 10)" in text  # 10 prefixes per rule, the service's limit
-    from shared_code.lifecycle import REHYDRATED_ONLINE_DAYS
+    from shared_code.storage.lifecycle import REHYDRATED_ONLINE_DAYS
 
     assert f"daysAfterLastTierChangeGreaterThan: {REHYDRATED_ONLINE_DAYS} " in text  # the same rule as the CLI prints
     assert "split(offlineTierPrefixes, ',')" in text and archive["parameters"]["offlineTierPrefixes"]["default"] == ""

@@ -10,8 +10,8 @@ import pyarrow.parquet as pq
 from azure.storage.blob import BlobServiceClient
 from deltalake import DeltaTable
 
-from shared_code.lake import Lake
 from shared_code.ledger import JobState
+from shared_code.storage.lake import Lake
 
 from .conftest import AZURITE_CONNECTION_STRING, TSARCHIVE, cli_env, engine_for
 from .helpers import due_partitions, ledger_jobs, make_monthly_partitions, normalise, rows_of
@@ -98,7 +98,7 @@ def test_unreachable_lake_gives_clear_error():
 def test_lifecycle_never_takes_the_delta_log_offline(pg_dsn, azurite_container):
     """The policy, evaluated over the blob names the archiver really wrote (data, Delta log with a checkpoint,
     manifests), with the defaults and with the Archive tier opted in; and the same prefixes from the CLI."""
-    from shared_code import lifecycle
+    from shared_code.storage import lifecycle
 
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         make_monthly_partitions(conn, months_back=26)

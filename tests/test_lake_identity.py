@@ -13,7 +13,7 @@ from azure.core.credentials import AccessToken
 from azure.core.exceptions import ClientAuthenticationError
 
 from shared_code.errors import LakeError
-from shared_code.lake import Lake
+from shared_code.storage.lake import Lake
 
 LAKE_URL = "abfss://archive@acct.dfs.core.windows.net/timescale"
 

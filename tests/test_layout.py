@@ -3,8 +3,8 @@ from datetime import UTC, datetime
 import pytest
 
 from shared_code.errors import LayoutError
-from shared_code.layout import chunk_layout, escape, table_dir, unescape
-from shared_code.partitioning import PartitionSpec
+from shared_code.storage.layout import chunk_layout, escape, table_dir, unescape
+from shared_code.storage.partitioning import PartitionSpec
 
 
 def test_table_folder_and_visible_data_names():

@@ -32,8 +32,8 @@ def test_the_local_build_imports_function_app_with_a_clean_interpreter(tmp_path)
     probe = (
         "import sys; sys.path[:0] = [sys.argv[1], sys.argv[2]]\n"
         "import function_app\n"
-        "import shared_code.engine, shared_code.restore, shared_code.delta_table, shared_code.row_hash, "
-        "shared_code.extract, shared_code.lake, shared_code.transport, shared_code.service, shared_code.api\n"
+        "import shared_code.engine, shared_code.restore, shared_code.storage.delta_table, shared_code.row_hash, "
+        "shared_code.database.extract, shared_code.storage.lake, shared_code.transport, shared_code.service, shared_code.api\n"
         "names = sorted(f.get_function_name() for f in function_app.app.get_functions())\n"
         "loaded = sorted({m.split('.')[0] for m in sys.modules} & set(sys.argv[3].split(',')))\n"
         "print(len(names), ','.join(loaded))\n"

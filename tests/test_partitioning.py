@@ -5,7 +5,7 @@ from datetime import UTC, date, datetime
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from shared_code.partitioning import PartitionSpec
+from shared_code.storage.partitioning import PartitionSpec
 
 SPEC = PartitionSpec.for_table("ts", "timestamp with time zone", ["ts", "v"])
 

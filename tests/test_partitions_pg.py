@@ -6,7 +6,7 @@ import psycopg
 import pyarrow.parquet as pq
 
 from shared_code.ledger import JobState
-from shared_code.manifest import PARQUET_KEY, Manifest
+from shared_code.storage.manifest import PARQUET_KEY, Manifest
 
 from .conftest import engine_for
 from .helpers import due_partitions, ledger_jobs, make_monthly_partitions, normalise, rows_of, visible_files

@@ -15,7 +15,7 @@ from azure.functions.timer import TimerRequest
 from azure.storage.queue import QueueClient
 
 from shared_code import runtime
-from shared_code.dbauth import TCP_KEEPALIVES
+from shared_code.database.auth import TCP_KEEPALIVES
 from shared_code.ledger import JobState
 from shared_code.messages import ArchiveRequest
 from shared_code.settings import load_settings

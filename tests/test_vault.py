@@ -20,9 +20,9 @@ from azure.core.exceptions import HttpResponseError
 from azure.storage.blob import BlobServiceClient
 
 from shared_code.errors import ConfigError
-from shared_code.lake import Lake
 from shared_code.settings import load_settings
-from shared_code.vault import Vault, data_path
+from shared_code.storage.lake import Lake
+from shared_code.storage.vault import Vault, data_path
 
 from .conftest import AZURITE_BLOB_PORT, AZURITE_CONNECTION_STRING, TSARCHIVE, cli_env
 from .helpers import WormProxy, due_partitions, ledger_jobs, make_monthly_partitions, range_differences
@@ -208,8 +208,8 @@ def test_local_vault_is_create_only(tmp_path):
     vault.write_bytes(data_path("t/b.parquet"), b"other")  # a copy already there with different content
     lake.write_bytes("t/b.parquet", b"mine!")
     from shared_code.errors import VerificationError
-    from shared_code.layout import ChunkLayout
-    from shared_code.manifest import FileEntry
+    from shared_code.storage.layout import ChunkLayout
+    from shared_code.storage.manifest import FileEntry
 
     with pytest.raises(VerificationError, match="cannot be replaced"):
         sealed.seal(lake, [FileEntry("t/b.parquet", 1, 5, hashlib.sha256(b"mine!").hexdigest(), 1)],

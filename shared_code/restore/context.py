@@ -10,8 +10,8 @@ from typing import Any, Protocol, TypeVar
 import psycopg
 
 from ..errors import ArchiverError, render_error
-from ..lake import Lake
 from ..ledger import Job, Ledger
+from ..storage.lake import Lake
 
 Progress = Callable[[str, dict[str, Any]], None]
 T = TypeVar("T")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .. import db
+from ..database import connection as db
 from ..errors import RestoreRefused
 from ..ledger import Job
 from .bounds import TimeFilter

@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from .. import db
+from ..database import connection as db
 from ..errors import VerificationError
 from ..ledger import Job
 from ..typemap import quote_ident, text_companion

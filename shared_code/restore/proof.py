@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
-from .. import catalog
-from ..extract import query_batches
+from ..database import catalog
+from ..database.extract import query_batches
 from ..ledger import Job
 from ..typemap import ColumnPlan, plan_columns, text_companion
 from .bounds import TimeFilter

@@ -12,11 +12,11 @@ from typing import Any
 
 import psycopg
 
-from .. import catalog
+from ..database import catalog
 from ..errors import ArchiverError, RestoreRefused
-from ..lake import offline_summary
 from ..ledger import Job
 from ..results import rehydrate_command
+from ..storage.lake import offline_summary
 from .bounds import Bound, TimeFilter, iso, range_name
 from .context import HasRestoreContext, Progress, RestoreContext, as_context, guarded
 from .duplicates import refuse_duplicates

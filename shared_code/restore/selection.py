@@ -10,12 +10,12 @@ import hashlib
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from .. import catalog
+from ..database import catalog
 from ..errors import ArchiverError, JobStateError, RestoreRefused, VerificationError
-from ..lake import OfflineFile, offline_summary
 from ..ledger import Job, JobState
-from ..manifest import Manifest
 from ..results import rehydrate_command
+from ..storage.lake import OfflineFile, offline_summary
+from ..storage.manifest import Manifest
 from ..typemap import text_companion
 from .bounds import Bound, TimeFilter, iso, overlaps
 from .context import RestoreContext

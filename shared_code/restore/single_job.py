@@ -8,7 +8,8 @@ from typing import Any
 
 from psycopg import sql
 
-from .. import catalog, db
+from ..database import catalog
+from ..database import connection as db
 from ..errors import ArchiverError, JobStateError
 from .context import HasRestoreContext, Progress, RestoreContext, as_context, guarded
 from .loading import restore_chunk

@@ -10,7 +10,7 @@ import re
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from .. import db
+from ..database import connection as db
 from ..errors import ArchiverError
 from ..ledger import Job
 from ..typemap import quote_ident, text_companion

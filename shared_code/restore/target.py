@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from psycopg import sql
 
-from .. import catalog, db
+from ..database import catalog
+from ..database import connection as db
 from ..errors import ArchiverError, RestoreRefused
-from ..manifest import Manifest
+from ..storage.manifest import Manifest
 from ..typemap import quote_ident
 from .context import RestoreContext
 from .selection import Columns

@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from .errors import LayoutError
+from ..errors import LayoutError
 
 _SAFE = re.compile(r"[A-Za-z0-9_\-]")
 WORK_DIR = "_tsarchive"  # hidden from Hive/Spark/DuckDB readers by its leading `_`

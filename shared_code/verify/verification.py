@@ -6,12 +6,12 @@ import logging
 import random
 import time
 
-from . import telemetry
+from .. import telemetry
+from ..errors import OfflineError
+from ..ledger import Job, JobState, Ledger
+from ..results import StepResult, rehydrate_command
+from ..storage.lake import Lake, offline_summary
 from .archive_check import ArchiveChecker
-from .errors import OfflineError
-from .lake import Lake, offline_summary
-from .ledger import Job, JobState, Ledger
-from .results import StepResult, rehydrate_command
 
 log = logging.getLogger("tsarchive")
 

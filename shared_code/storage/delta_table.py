@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .errors import ArchiverError, OfflineError, SchemaEvolutionError, render_error
+from ..errors import ArchiverError, OfflineError, SchemaEvolutionError, render_error
 from .layout import DELTA_LOG
 from .partitioning import PartitionSpec
 

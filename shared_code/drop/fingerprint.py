@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 import psycopg
 
-from .db import relation_sql
-from .errors import ArchiverError
-from .typemap import ColumnPlan
+from ..database.connection import relation_sql
+from ..errors import ArchiverError
+from ..typemap import ColumnPlan
 
 
 def row_alias(column_names: list[str]) -> str:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
-from .errors import IMMUTABLE_HINT, ConfigError, ImmutableStorageError, LakeError, is_immutable_refusal, render_error
+from ..errors import IMMUTABLE_HINT, ConfigError, ImmutableStorageError, LakeError, is_immutable_refusal, render_error
 
 if TYPE_CHECKING:
     from pyarrow import NativeFile

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
-from . import __version__
+from .. import __version__
 
 MANIFEST_VERSION = 2
 PARQUET_KEY = b"tsarchive.manifest"

@@ -14,22 +14,23 @@ import uuid
 
 import psycopg
 
-from . import catalog, telemetry
-from .archive_check import archive_digest
-from .archive_writer import ChunkFileWriter
-from .delta_table import ArchiveTable
-from .errors import ArchiverError, render_error
-from .extract import ArraysNeedText, Extractor, Snapshot
-from .faults import crash_point
-from .lake import Lake
-from .layout import ChunkLayout, chunk_layout
-from .ledger import Job, Ledger
-from .manifest import PARQUET_KEY, FileEntry, Manifest, new_manifest
-from .partitioning import PartitionSpec, month_keys
-from .results import Clock, Progress, StepResult
-from .settings import Settings
-from .typemap import ColumnPlan, plan_columns, schema_fingerprint, text_companion
-from .vault import Vault
+from .. import telemetry
+from ..database import catalog
+from ..database.extract import ArraysNeedText, Extractor, Snapshot
+from ..errors import ArchiverError, render_error
+from ..faults import crash_point
+from ..ledger import Job, Ledger
+from ..results import Clock, Progress, StepResult
+from ..settings import Settings
+from ..storage.delta_table import ArchiveTable
+from ..storage.lake import Lake
+from ..storage.layout import ChunkLayout, chunk_layout
+from ..storage.manifest import PARQUET_KEY, FileEntry, Manifest, new_manifest
+from ..storage.partitioning import PartitionSpec, month_keys
+from ..storage.vault import Vault
+from ..typemap import ColumnPlan, plan_columns, schema_fingerprint, text_companion
+from ..verify.archive_check import archive_digest
+from .writer import ChunkFileWriter
 
 log = logging.getLogger("tsarchive")
 

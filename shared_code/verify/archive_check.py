@@ -7,15 +7,15 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from .delta_table import ArchiveTable
-from .errors import render_error
-from .lake import Lake
-from .layout import ChunkLayout
-from .ledger import Job
-from .partitioning import PartitionSpec
+from ..errors import render_error
+from ..ledger import Job
+from ..storage.delta_table import ArchiveTable
+from ..storage.lake import Lake
+from ..storage.layout import ChunkLayout
+from ..storage.partitioning import PartitionSpec
 
 if TYPE_CHECKING:
-    from .vault import Vault
+    from ..storage.vault import Vault
 
 
 def archive_digest(files: list[tuple[str, str, int]]) -> str:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import psycopg
 from psycopg import sql
 
-from .errors import ConfigError, DatabaseUnavailableError, render_error
+from ..errors import ConfigError, DatabaseUnavailableError, render_error
 
 # Fixed output formats, so row text (and so the content hash) does not depend on client settings.
 SESSION_SETTINGS = {

@@ -9,10 +9,10 @@ from datetime import datetime
 import psycopg
 from psycopg import sql
 
-from .db import relation_sql
-from .errors import ArchiverError, ConfigError
-from .planning import AggregateGuard, Chunk, ChunkKind
-from .typemap import SourceColumn
+from ..errors import ArchiverError, ConfigError
+from ..planning import AggregateGuard, Chunk, ChunkKind
+from ..typemap import SourceColumn
+from .connection import relation_sql
 
 # What a type name as format_type() prints it can look like: names (quoted or not, schema-qualified), one typmod,
 # a time zone clause, array brackets. Nothing else (no ';', no ')' outside a typmod) can pass.

@@ -31,12 +31,14 @@ import psycopg
 from psycopg import errors as pgerrors
 from psycopg import sql
 
-from . import catalog, db, fingerprint
-from .errors import ArchiverError, SourceChangedError
-from .faults import crash_point
-from .ledger import Job, Ledger
-from .planning import ChunkKind
-from .typemap import plan_columns, schema_fingerprint
+from ..database import catalog
+from ..database import connection as db
+from ..errors import ArchiverError, SourceChangedError
+from ..faults import crash_point
+from ..ledger import Job, Ledger
+from ..planning import ChunkKind
+from ..typemap import plan_columns, schema_fingerprint
+from . import fingerprint
 
 XID_SPACE = 2**32
 MAX_SUSPECTS = 1000

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from .errors import ArchiverError
+from ..errors import ArchiverError
 
 if TYPE_CHECKING:
     import pyarrow as pa

@@ -7,7 +7,7 @@ from typing import Any
 
 from psycopg.conninfo import make_conninfo
 
-from .errors import ConfigError, render_error
+from ..errors import ConfigError, render_error
 
 SCOPE = "https://ossrdbms-aad.database.windows.net/.default"
 _credential: Any = None

@@ -14,14 +14,15 @@ from datetime import UTC, datetime
 
 import psycopg
 
-from . import catalog, telemetry
+from .. import telemetry
+from ..database import catalog
+from ..errors import ArchiverError, SourceChangedError, UnsupportedTypeError, VerificationError, render_error
+from ..ledger import Job, Ledger
+from ..planning import Decision, decide
+from ..policies import job_policy
+from ..results import Clock, Progress, StepResult
+from ..settings import Settings
 from .dropper import ChunkDropper
-from .errors import ArchiverError, SourceChangedError, UnsupportedTypeError, VerificationError, render_error
-from .ledger import Job, Ledger
-from .planning import Decision, decide
-from .policies import job_policy
-from .results import Clock, Progress, StepResult
-from .settings import Settings
 
 log = logging.getLogger("tsarchive")
 

@@ -13,17 +13,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from .delta_table import DataFile
-from .errors import VerificationError
-from .faults import crash_point
-from .layout import ChunkLayout
-from .manifest import PARQUET_KEY
-from .partitioning import PartitionKey, PartitionSpec
+from ..errors import VerificationError
+from ..faults import crash_point
+from ..storage.delta_table import DataFile
+from ..storage.layout import ChunkLayout
+from ..storage.manifest import PARQUET_KEY
+from ..storage.partitioning import PartitionKey, PartitionSpec
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from .lake import HashingSink, Lake
+    from ..storage.lake import HashingSink, Lake
 
 _INT64_MAX = 9_223_372_036_854_775_807
 _INT32_MAX = 2_147_483_647

@@ -15,9 +15,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .db import SESSION_SETTINGS, relation_sql
-from .errors import ArchiverError, UnsupportedTypeError, render_error
-from .typemap import ColumnPlan
+from ..errors import ArchiverError, UnsupportedTypeError, render_error
+from ..typemap import ColumnPlan
+from .connection import SESSION_SETTINGS, relation_sql
 
 INT64_MAX = 9_223_372_036_854_775_807
 INT32_MAX = 2_147_483_647

@@ -22,14 +22,14 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .errors import ArchiverError, VerificationError, render_error
+from ..errors import ArchiverError, VerificationError, render_error
 
 if TYPE_CHECKING:
+    from ..ledger import Job
+    from ..settings import Settings
     from .lake import Lake
     from .layout import ChunkLayout
-    from .ledger import Job
     from .manifest import FileEntry
-    from .settings import Settings
 
 FORMAT = "tsarchive-vault-manifest"
 _MANIFEST_LIMIT = 16 * 1024 * 1024  # a manifest is read from the lake: refuse anything absurd before parsing it

@@ -1,0 +1,1 @@
+"""The source database: connections (`connection`, `auth`), catalog reads (`catalog`) and row streams (`extract`)."""

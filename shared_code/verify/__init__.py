@@ -1,0 +1,2 @@
+"""Verification: one archive checked against the ledger and the lake (`archive_check`), and verify runs and drills
+over many (`verification`)."""
