@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from . import telemetry
@@ -17,10 +17,8 @@ from .drop.dropper import ChunkDropper
 from .drop.stage import DropStage
 from .errors import (
     JobStateError,
-    is_terminal,
     render_error,
 )
-from .faults import crash_point
 from .ledger import Job, JobState, Ledger
 from .planning import Decision, PlanEntry, plan
 from .policies import read_policies
@@ -42,11 +40,6 @@ log = logging.getLogger("tsarchive")
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-def retry_delay(settings: Settings, attempts: int) -> timedelta:
-    """Exponential backoff from ARCHIVER_RETRY_BACKOFF_SECONDS, capped at one hour."""
-    return timedelta(seconds=min(3600, settings.retry_backoff_seconds * 2 ** max(attempts - 1, 0)))
 
 
 _first_line = render_error
@@ -138,20 +131,6 @@ class Engine:
     def _layout(self, job: Job) -> ChunkLayout:
         return job_layout(self.settings, job)
 
-    def _fail(self, job: Job, step: str, error: BaseException, started: float) -> StepResult:
-        message = _first_line(error)
-        backoff = retry_delay(self.settings, job.attempts)
-        try:
-            if is_terminal(error):  # an unsupported type, a bad setting, a missing privilege: no retry can help
-                self.ledger.mark_failed_terminal(job.id, message)
-            else:
-                self.ledger.mark_failed(job.id, message, self.clock() + backoff)
-        except JobStateError:
-            pass
-        log.error("job %s %s failed: %s", job.id, step, message, extra={"job_id": job.id})
-        self.progress("failed", job, {"step": step, "error": message, "seconds": time.monotonic() - started})
-        return StepResult(job.id, job.chunk.qualified_chunk, step, "failed", message, seconds=time.monotonic() - started)
-
     def _claimed_job(self, job_id: int, held: bool, step: str) -> tuple[Job, StepResult | None]:
         """The job, and a 'skipped' result when another worker holds it."""
         job = self.ledger.get(job_id)
@@ -162,40 +141,16 @@ class Engine:
         return job, None
 
     def archive(self, job_id: int, *, rearchive: bool = False) -> StepResult:
-        """Extract one chunk to Parquet, verify it, publish it, record it. Safe to repeat."""
+        """Claim one job and hand it to the archive stage (extract, write, verify, commit, record). Safe to repeat."""
         self._ensure_ledger()
         started = time.monotonic()
         with self.ledger.claimed(job_id) as held:
             job, busy = self._claimed_job(job_id, held, "archive")
             if busy:
                 return busy
-            name = job.chunk.qualified_chunk
-            done_states = [JobState.DROPPED] if rearchive else [JobState.ARCHIVED, JobState.DROPPED]
-            if job.state in done_states:
-                return StepResult(job_id, name, "archive", "skipped", f"already {job.state}")
-            if job.state == JobState.BLOCKED:
-                return StepResult(job_id, name, "archive", "skipped", f"blocked: {job.reason}")
-            sources = [JobState.PLANNED, JobState.FAILED, JobState.ARCHIVING] + ([JobState.ARCHIVED] if rearchive else [])
-            job = self.ledger.start_archiving(job, sources, self.conn.info.backend_pid)
-            crash_point("after_claim")
-            self.progress("archiving", job, {})
-            with telemetry.span("archive", job_id=job.id, table=job.table, chunk=name, attempt=job.attempts):
-                try:
-                    result = self._archive_claimed(job, started)
-                except Exception as error:  # noqa: BLE001 - any failure leaves the chunk in place and the job failed
-                    telemetry.chunks_failed.add(1, {"step": "archive", "table": job.table})
-                    return self._fail(job, "archive", error, started)
-            telemetry.chunks_archived.add(1, {"table": job.table})
-            telemetry.rows_archived.add(result.rows, {"table": job.table})
-            telemetry.bytes_archived.add(result.bytes, {"table": job.table})
-            telemetry.step_duration.record(result.seconds, {"step": "archive", "table": job.table})
-            return result
-
-    def _archive_claimed(self, job: Job, started: float) -> StepResult:
-        """The archive stage proper, handed what it uses (not the engine)."""
-        stage = ChunkArchiver(self.conn, self.ledger, self.lake, self.vault, self.extractor, self.settings,
-                              clock=self.clock, progress=self.progress)
-        return stage.archive_claimed(job, started)
+            stage = ChunkArchiver(self.conn, self.ledger, self.lake, self.vault, self.extractor, self.settings,
+                                  clock=self.clock, progress=self.progress)
+            return stage.archive_claimed(job, started, rearchive=rearchive)
 
     # -- verify ---------------------------------------------------------------------------------
     def checker(self) -> ArchiveChecker:

@@ -13,7 +13,8 @@ from typing import Any
 import psycopg
 
 from . import telemetry
-from .engine import Engine, retry_delay
+from .archive.stage import retry_delay
+from .engine import Engine
 from .errors import ArchiverError, is_transient, render_error
 from .ledger import Job, JobState
 from .messages import (

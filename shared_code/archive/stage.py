@@ -11,22 +11,24 @@ import hashlib
 import logging
 import time
 import uuid
+from datetime import timedelta
 
 import psycopg
 
 from .. import telemetry
 from ..database import catalog
+from ..database.catalog import ChunkSource
 from ..database.extract import ArraysNeedText, Extractor, Snapshot
-from ..errors import ArchiverError, render_error
+from ..errors import ArchiverError, JobStateError, is_terminal, render_error
 from ..faults import crash_point
-from ..ledger import Job, Ledger
+from ..ledger import Job, JobState, Ledger
 from ..results import Clock, Progress, StepResult
 from ..settings import Settings
-from ..storage.delta_table import ArchiveTable
+from ..storage.destination import ArchiveDestination
 from ..storage.lake import Lake
 from ..storage.layout import ChunkLayout, chunk_layout
 from ..storage.manifest import PARQUET_KEY, FileEntry, Manifest, new_manifest
-from ..storage.partitioning import PartitionSpec, month_keys
+from ..storage.partitioning import PartitionSpec
 from ..storage.vault import Vault
 from ..typemap import ColumnPlan, plan_columns, schema_fingerprint, text_companion
 from ..verify.archive_check import archive_digest
@@ -35,6 +37,11 @@ from .writer import ChunkFileWriter
 log = logging.getLogger("tsarchive")
 
 _first_line = render_error
+
+
+def retry_delay(settings: Settings, attempts: int) -> timedelta:
+    """Exponential backoff from ARCHIVER_RETRY_BACKOFF_SECONDS, capped at one hour."""
+    return timedelta(seconds=min(3600, settings.retry_backoff_seconds * 2 ** max(attempts - 1, 0)))
 
 
 def job_layout(settings: Settings, job: Job) -> ChunkLayout:
@@ -52,20 +59,61 @@ class ChunkArchiver:
         self.conn, self.ledger, self.lake, self.vault = conn, ledger, lake, vault
         self.extractor, self.settings, self.clock, self.progress = extractor, settings, clock, progress
 
-    def _layout(self, job: Job) -> ChunkLayout:
-        return job_layout(self.settings, job)
+    def archive_claimed(self, job: Job, started: float, *, rearchive: bool = False) -> StepResult:
+        """Archive a job this worker has claimed, unless it is done or blocked; a failure is recorded on the job (with
+        its retry time, or as terminal) and returned, never raised."""
+        name = job.chunk.qualified_chunk
+        done_states = [JobState.DROPPED] if rearchive else [JobState.ARCHIVED, JobState.DROPPED]
+        if job.state in done_states:
+            return StepResult(job.id, name, "archive", "skipped", f"already {job.state}")
+        if job.state == JobState.BLOCKED:
+            return StepResult(job.id, name, "archive", "skipped", f"blocked: {job.reason}")
+        sources = [JobState.PLANNED, JobState.FAILED, JobState.ARCHIVING] + ([JobState.ARCHIVED] if rearchive else [])
+        job = self.ledger.start_archiving(job, sources, self.conn.info.backend_pid)
+        crash_point("after_claim")
+        self.progress("archiving", job, {})
+        with telemetry.span("archive", job_id=job.id, table=job.table, chunk=name, attempt=job.attempts):
+            try:
+                result = self._archive(job, started)
+            except Exception as error:  # noqa: BLE001 - any failure leaves the chunk in place and the job failed
+                telemetry.chunks_failed.add(1, {"step": "archive", "table": job.table})
+                return self._fail(job, error, started)
+        telemetry.chunks_archived.add(1, {"table": job.table})
+        telemetry.rows_archived.add(result.rows, {"table": job.table})
+        telemetry.bytes_archived.add(result.bytes, {"table": job.table})
+        telemetry.step_duration.record(result.seconds, {"step": "archive", "table": job.table})
+        return result
 
-    def archive_claimed(self, job: Job, started: float) -> StepResult:
+    def _fail(self, job: Job, error: BaseException, started: float) -> StepResult:
+        message = _first_line(error)
+        try:
+            if is_terminal(error):  # an unsupported type, a bad setting, a missing privilege: no retry can help
+                self.ledger.mark_failed_terminal(job.id, message)
+            else:
+                self.ledger.mark_failed(job.id, message, self.clock() + retry_delay(self.settings, job.attempts))
+        except JobStateError:
+            pass
+        log.error("job %s archive failed: %s", job.id, message, extra={"job_id": job.id})
+        self.progress("failed", job, {"step": "archive", "error": message, "seconds": time.monotonic() - started})
+        return StepResult(job.id, job.chunk.qualified_chunk, "archive", "failed", message,
+                          seconds=time.monotonic() - started)
+
+    def _archive(self, job: Job, started: float) -> StepResult:
         """Extract -> files per partition -> verify -> publish -> one Delta commit -> manifest -> ledger."""
         s = self.settings
-        if not catalog.relation_exists(self.conn, job.chunk_schema, job.chunk_name):
+        source = catalog.chunk_source(self.conn, str(job.kind), job.table_schema, job.table_name, job.chunk_schema,
+                                      job.chunk_name)
+        if source is None:
             raise ArchiverError(f"{job.chunk.qualified_chunk} no longer exists; it was dropped outside the archiver "
                                 "before it could be archived")
-        columns = catalog.source_columns(self.conn, job.chunk_schema, job.chunk_name)
-        plans = plan_columns(columns, unsupported_as_text=s.unsupported_as_text)
-        fingerprint_schema = schema_fingerprint(columns)
-        layout = self._layout(job)
-        table = self._archive_table(job, layout, [c.name for c in columns])
+        plans = plan_columns(source.columns, unsupported_as_text=s.unsupported_as_text)
+        fingerprint_schema = schema_fingerprint(source.columns)
+        layout = job_layout(s, job)
+        destination = ArchiveDestination.open(
+            self.lake, layout, job_id=job.id, range_start=job.range_start, range_end=job.range_end,
+            time_name=source.time_name, time_type=source.time_type, source_columns=[c.name for c in source.columns],
+            checkpoint_interval=s.delta_checkpoint_interval, source=job.table)
+        table = destination.table
         manifest = new_manifest(
             kind=str(job.kind), table_schema=job.table_schema, table_name=job.table_name,
             chunk_schema=job.chunk_schema, chunk_name=job.chunk_name, range_start=job.range_start,
@@ -73,10 +121,10 @@ class ChunkArchiver:
             columns=[{"name": p.name, "pg_type": p.pg_type} for p in plans], schema_fingerprint=fingerprint_schema,
         )
         manifest.table_path, manifest.partition_columns, manifest.job_id = layout.table_dir, list(table.spec.columns), job.id
-        self._sweep_uncommitted(job, layout, table)
+        destination.sweep_uncommitted()
         token = uuid.uuid4().hex[:8]
         with telemetry.span("extract", job_id=job.id, chunk=job.chunk.qualified_chunk):
-            writer, snapshot = self._write_files(job, plans, layout, table.spec, manifest, token)
+            writer, snapshot = self._write_files(job, source, plans, layout, table.spec, manifest, token)
         committed = crossed_commit = False
         try:
             crash_point("after_temp_write")
@@ -87,7 +135,7 @@ class ChunkArchiver:
                 data_files = writer.publish()
                 crash_point("before_commit")
                 crossed_commit = True
-                previous = {p: size for p, size in table.active_files().items() if layout.is_job_file(p)}
+                previous = destination.replaced_files()
                 digest = archive_digest([(f.path, f.sha256, f.rows) for f in data_files])
                 commit = {
                     "token": f"{job.id}-{token}", "job_id": job.id, "source_table": job.table,
@@ -157,56 +205,24 @@ class ChunkArchiver:
                           f"{len(files)} file(s), table version {version}", rows=writer.rows, bytes=nbytes,
                           seconds=time.monotonic() - started)
 
-    def _archive_table(self, job: Job, layout: ChunkLayout, source_columns: list[str]) -> ArchiveTable:
-        time_name, time_type = catalog.time_column(self.conn, str(job.kind), job.table_schema, job.table_name)
-        spec = PartitionSpec.for_table(time_name, time_type, source_columns)
-        return ArchiveTable(self.lake, layout.table_dir, spec, checkpoint_interval=self.settings.delta_checkpoint_interval,
-                            source=job.table)
-
-    def _sweep_uncommitted(self, job: Job, layout: ChunkLayout, table: ArchiveTable) -> None:
-        """Remove what a crashed attempt of this job left: staging files, and visible files no commit holds.
-
-        Safe because this worker holds the job's claim: no other attempt of this job is writing.
-        """
-        for path in self.lake.list_files(layout.staging_root):
-            if path[len(layout.staging_root) + 1:].startswith(f"{job.id}-"):
-                self.lake.delete(path)
-        active = table.active_files()
-        for folder in self._partition_folders(job, table.spec):
-            for path in self.lake.list_files(f"{layout.table_dir}/{folder}"):
-                if layout.is_job_file(path) and layout.in_table(path) not in active:
-                    log.info("job %s: removing uncommitted file %s", job.id, path, extra={"job_id": job.id})
-                    self.lake.delete(path)
-
-    @staticmethod
-    def _partition_folders(job: Job, spec: PartitionSpec) -> list[str]:
-        """The folders a chunk's rows can land in (its months, or its integer range, and the null partition)."""
-        if spec.integer:
-            keys: list = [(job.range_start if isinstance(job.range_start, int) else None,)]
-        else:
-            keys = month_keys(job.range_start, job.range_end)
-        return [spec.folder(k) for k in keys] + [spec.folder((None,) * len(spec.columns))]
-
-    def _write_files(self, job: Job, plans: list[ColumnPlan], layout: ChunkLayout, spec: PartitionSpec,
-                     manifest: Manifest, token: str) -> tuple[ChunkFileWriter, Snapshot]:
+    def _write_files(self, job: Job, source: ChunkSource, plans: list[ColumnPlan], layout: ChunkLayout,
+                     spec: PartitionSpec, manifest: Manifest, token: str) -> tuple[ChunkFileWriter, Snapshot]:
         """Stream the chunk's snapshot into staged files; once more with text companions if arrays need them."""
         try:
-            return self._write_files_once(job, plans, layout, spec, manifest, token)
+            return self._write_files_once(job, source, plans, layout, spec, manifest, token)
         except ArraysNeedText as odd:
             log.info("job %s: %s; archiving them as exact text beside the lists", job.id, odd, extra={"job_id": job.id})
             names = [p.name for p in plans]
             plans = [dataclasses.replace(p, text_companion=text_companion(p.name, names)) if p.name in odd.columns
                      else p for p in plans]
-            return self._write_files_once(job, plans, layout, spec, manifest, token)
+            return self._write_files_once(job, source, plans, layout, spec, manifest, token)
 
-    def _write_files_once(self, job: Job, plans: list[ColumnPlan], layout: ChunkLayout, spec: PartitionSpec,
-                          manifest: Manifest, token: str) -> tuple[ChunkFileWriter, Snapshot]:
+    def _write_files_once(self, job: Job, source: ChunkSource, plans: list[ColumnPlan], layout: ChunkLayout,
+                          spec: PartitionSpec, manifest: Manifest, token: str) -> tuple[ChunkFileWriter, Snapshot]:
         s = self.settings
         meta = {PARQUET_KEY: manifest.embedded()}
-        # A compressed chunk is read through decompression, not its heap: one stream.
-        compressed = catalog.compressed_relation(self.conn, job.chunk_schema, job.chunk_name)
-        pages = 0 if compressed else catalog.heap_pages(self.conn, job.chunk_schema, job.chunk_name)
-        with self.extractor.snapshot(job.chunk_schema, job.chunk_name, plans, meta, pages=pages) as snap:
+        # A compressed chunk is read through decompression, not its heap: one stream (heap_pages is 0).
+        with self.extractor.snapshot(job.chunk_schema, job.chunk_name, plans, meta, pages=source.heap_pages) as snap:
             writer = ChunkFileWriter(
                 self.lake, layout, spec, snap.schema, job_id=job.id, token=token, row_group_rows=s.row_group_rows,
                 max_file_bytes=s.max_file_bytes, zstd_level=s.zstd_level, encodings=s.parquet_encodings,

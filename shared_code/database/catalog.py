@@ -313,3 +313,42 @@ def time_column(conn: psycopg.Connection, kind: str, schema: str, name: str) -> 
         raise ArchiverError(f"cannot find the time column of {schema}.{name}; is it still a hypertable or "
                             "partitioned table?")
     return str(row[0]), str(row[1])
+
+
+@dataclass(frozen=True)
+class ChunkSource:
+    """What the archive stage reads of one chunk before its snapshot, in one visit to the catalog."""
+
+    columns: list[SourceColumn]
+    time_name: str  # the table's time column (the primary dimension, or the partition key): the lake partitions by it
+    time_type: str
+    compressed: bool  # read through decompression, in one stream
+    heap_pages: int  # the heap's size, which splits an uncompressed chunk's read into page-range streams
+
+
+def chunk_source(conn: psycopg.Connection, kind: str, table_schema: str, table_name: str, chunk_schema: str,
+                 chunk_name: str) -> ChunkSource | None:
+    """A chunk's columns, its table's time column and how to stream it; None when the chunk no longer exists."""
+    if not relation_exists(conn, chunk_schema, chunk_name):
+        return None
+    time_name, time_type = time_column(conn, kind, table_schema, table_name)
+    compressed = compressed_relation(conn, chunk_schema, chunk_name) is not None
+    return ChunkSource(columns=source_columns(conn, chunk_schema, chunk_name), time_name=time_name,
+                       time_type=time_type, compressed=compressed,
+                       heap_pages=0 if compressed else heap_pages(conn, chunk_schema, chunk_name))
+
+
+@dataclass(frozen=True)
+class TableFacts:
+    """An existing table's columns and comment (restore marks the tables it creates with a comment)."""
+
+    columns: list[SourceColumn]
+    comment: str
+
+
+def describe_table(conn: psycopg.Connection, schema: str, name: str) -> TableFacts | None:
+    """A table's columns and comment, or None when it does not exist."""
+    if not relation_exists(conn, schema, name):
+        return None
+    row = conn.execute("SELECT obj_description(%s::regclass, 'pg_class')", (relation_sql(schema, name),)).fetchone()
+    return TableFacts(columns=source_columns(conn, schema, name), comment=str(row[0] or "") if row else "")

@@ -49,14 +49,20 @@ def offline_files(ctx: RestoreContext, jobs: list[Job]) -> dict[int, list[Offlin
     return {job.id: ctx.lake.offline(job_files(job)) for job in jobs}
 
 
-def checked(ctx: RestoreContext, job: Job) -> tuple[Manifest, Columns]:
-    """The job's manifest and trusted columns, after its files were checked against the ledger's SHA-256s."""
-    if job.state not in (JobState.ARCHIVED, JobState.DROPPED) or not job.manifest_path:
-        raise JobStateError(f"job {job.id} is {job.state}; only archived or dropped jobs can be restored")
+def refuse_offline(ctx: RestoreContext, job: Job) -> None:
+    """Refuse a job whose files a lifecycle rule took offline, naming the command that brings them back."""
     offline = ctx.lake.offline(job_files(job))
     if offline:
         raise RestoreRefused(f"the archive of job {job.id} ({job.chunk_name}) is not online: {offline_summary(offline)}. "
                              f"Bring it back with: {rehydrate_command(job.table, job.range_start, job.range_end)}")
+
+
+def checked(ctx: RestoreContext, job: Job) -> tuple[Manifest, Columns]:
+    """The job's manifest and trusted columns, after its files were checked against the ledger's SHA-256s.
+
+    The caller has already refused offline files (`refuse_offline`, or `offline_files` for a range)."""
+    if job.state not in (JobState.ARCHIVED, JobState.DROPPED) or not job.manifest_path:
+        raise JobStateError(f"job {job.id} is {job.state}; only archived or dropped jobs can be restored")
     problems = ctx.check_archive(job)
     if problems:
         raise VerificationError(f"the archive of job {job.id} ({job.chunk_name}) fails its check, not restoring: "

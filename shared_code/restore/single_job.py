@@ -11,9 +11,10 @@ from psycopg import sql
 from ..database import catalog
 from ..database import connection as db
 from ..errors import ArchiverError, JobStateError
+from ..ledger import JobState
 from .context import HasRestoreContext, Progress, RestoreContext, as_context, guarded
 from .loading import restore_chunk
-from .selection import checked
+from .selection import checked, refuse_offline
 from .target import COMMENT_PREFIX, create_table, default_target, made_by_restore, split_target
 
 
@@ -44,12 +45,15 @@ def _restore_job(ctx: RestoreContext, job_id: int, target: str | None, replace: 
     job = ctx.ledger.get(job_id)
     if job is None:
         raise JobStateError(f"job {job_id} does not exist; `tsarchive jobs --state dropped` lists restorable jobs")
+    if job.state in (JobState.ARCHIVED, JobState.DROPPED):
+        refuse_offline(ctx, job)
     manifest, columns = checked(ctx, job)
     schema, name = split_target(target) if target else default_target(manifest)
-    if catalog.relation_exists(ctx.conn, schema, name):
+    existing = catalog.describe_table(ctx.conn, schema, name)
+    if existing is not None:
         if not replace:
             raise ArchiverError(f"{schema}.{name} already exists; pass --replace to overwrite it or --target to choose another")
-        if not made_by_restore(ctx, schema, name):
+        if not made_by_restore(existing):
             raise ArchiverError(f"{schema}.{name} was not created by `tsarchive restore`; --replace only overwrites "
                                 "tables restore created. Choose another --target.")
     loading = f"{name[:40]}__loading_{job_id}"

@@ -36,20 +36,19 @@ def create_table(ctx: RestoreContext, schema: str, name: str, columns: Columns, 
         ctx.conn.execute(sql.SQL("COMMENT ON TABLE {} IS {}").format(db.relation(schema, name), sql.Literal(comment)))
 
 
-def made_by_restore(ctx: RestoreContext, schema: str, name: str) -> bool:
-    row = ctx.conn.execute("SELECT obj_description(%s::regclass, 'pg_class')",
-                           (db.relation_sql(schema, name),)).fetchone()
-    return bool(row and str(row[0] or "").startswith(COMMENT_PREFIX))
+def made_by_restore(facts: catalog.TableFacts) -> bool:
+    return facts.comment.startswith(COMMENT_PREFIX)
 
 
 def check_existing(ctx: RestoreContext, schema: str, name: str, columns: Columns, *, chosen: bool) -> bool:
     """Whether the target exists; an existing one must have been chosen (--into) or made by restore, and must take
     every archived column with its archived type."""
-    if not catalog.relation_exists(ctx.conn, schema, name):
+    facts = catalog.describe_table(ctx.conn, schema, name)
+    if facts is None:
         return False
-    if not chosen and not made_by_restore(ctx, schema, name):
+    if not chosen and not made_by_restore(facts):
         raise RestoreRefused(f"{schema}.{name} exists and was not created by `tsarchive restore`; pass --into")
-    have = {c.name: c.type_display for c in catalog.source_columns(ctx.conn, schema, name)}
+    have = {c.name: c.type_display for c in facts.columns}
     problems = [f"{c['name']} ({'missing' if c['name'] not in have else have[c['name']] + ', archived as ' + c['pg_type']})"
                 for c in columns if have.get(c["name"]) != c["pg_type"]]
     if problems:
