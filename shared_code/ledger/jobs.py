@@ -1,4 +1,4 @@
-"""The job ledger: versioned migrations, atomic compare-and-set transitions, session-bound claims."""
+"""The jobs table: one row per chunk, moved only by named compare-and-set transitions; session-bound claims."""
 
 from __future__ import annotations
 
@@ -14,9 +14,10 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from .database import connection as db
-from .errors import JobStateError
-from .planning import Chunk, ChunkKind
+from ..errors import JobStateError
+from ..planning import Chunk, ChunkKind
+from . import migrations
+from .records import DrillRecords, RestoreRecords
 
 
 class JobState(StrEnum):
@@ -27,115 +28,6 @@ class JobState(StrEnum):
     FAILED = "failed"
     BLOCKED = "blocked"
 
-
-_MIGRATIONS: list[str] = [
-    # 1: jobs table
-    """
-    CREATE TABLE IF NOT EXISTS {schema}.jobs (
-        id               bigserial PRIMARY KEY,
-        kind             text NOT NULL,
-        table_schema     text NOT NULL,
-        table_name       text NOT NULL,
-        chunk_schema     text NOT NULL,
-        chunk_name       text NOT NULL,
-        range_start      timestamptz,
-        range_end        timestamptz,
-        range_start_int  bigint,
-        range_end_int    bigint,
-        is_compressed    boolean NOT NULL DEFAULT false,
-        state            text NOT NULL CHECK (state IN
-                           ('planned','archiving','archived','dropped','failed','blocked')),
-        reason           text,
-        attempts         integer NOT NULL DEFAULT 0,
-        last_error       text,
-        lake_paths       jsonb NOT NULL DEFAULT '[]'::jsonb,
-        manifest_path    text,
-        row_count        bigint,
-        byte_count       bigint,
-        checksums        jsonb NOT NULL DEFAULT '{{}}'::jsonb,
-        content_hash     text,
-        schema_fingerprint text,
-        claimed_by_pid   integer,
-        claimed_at       timestamptz,
-        next_attempt_at  timestamptz,
-        created_at       timestamptz NOT NULL DEFAULT now(),
-        updated_at       timestamptz NOT NULL DEFAULT now(),
-        archived_at      timestamptz,
-        dropped_at       timestamptz
-    );
-    CREATE UNIQUE INDEX IF NOT EXISTS jobs_live_chunk ON {schema}.jobs (chunk_schema, chunk_name)
-        WHERE state <> 'dropped';
-    CREATE INDEX IF NOT EXISTS jobs_table_state ON {schema}.jobs (table_schema, table_name, state);
-    """,
-    # 2: queue bookkeeping for the function app
-    """
-    ALTER TABLE {schema}.jobs ADD COLUMN IF NOT EXISTS enqueued_at timestamptz;
-    ALTER TABLE {schema}.jobs ADD COLUMN IF NOT EXISTS enqueue_count integer NOT NULL DEFAULT 0;
-    """,
-    # 3: the Delta table and commit version holding each job's files
-    """
-    ALTER TABLE {schema}.jobs ADD COLUMN IF NOT EXISTS table_path text;
-    ALTER TABLE {schema}.jobs ADD COLUMN IF NOT EXISTS delta_version bigint;
-    """,
-    # 4: the snapshot (pg_snapshot text) each archive was read in: the drop's change check compares rows against it
-    """
-    ALTER TABLE {schema}.jobs ADD COLUMN IF NOT EXISTS archive_snapshot text;
-    ALTER TABLE {schema}.jobs ADD COLUMN IF NOT EXISTS chunk_oid bigint;
-    ALTER TABLE {schema}.jobs ADD COLUMN IF NOT EXISTS columns jsonb;
-    ALTER TABLE {schema}.jobs ADD COLUMN IF NOT EXISTS manifest_sha256 text;
-    """,
-    # 5: recovery drills (verify --deep): what was checked, what failed
-    """
-    CREATE TABLE IF NOT EXISTS {schema}.drills (
-        id          bigserial PRIMARY KEY,
-        ran_at      timestamptz NOT NULL DEFAULT now(),
-        checked     integer NOT NULL,
-        failed      integer NOT NULL,
-        problems    jsonb NOT NULL DEFAULT '[]'::jsonb
-    );
-    """,
-    # 6: restores (CLI and queued HTTP): what was asked, where it went, its proof per chunk; an audit trail
-    """
-    CREATE TABLE IF NOT EXISTS {schema}.restores (
-        id           bigserial PRIMARY KEY,
-        source_table text NOT NULL,
-        range_from   text,
-        range_to     text,
-        target       text,
-        options      jsonb NOT NULL DEFAULT '{{}}'::jsonb,
-        state        text NOT NULL CHECK (state IN ('queued', 'running', 'done', 'failed')),
-        requested_by text NOT NULL,
-        rows         bigint,
-        result       jsonb,
-        error        text,
-        created_at   timestamptz NOT NULL DEFAULT now(),
-        updated_at   timestamptz NOT NULL DEFAULT now()
-    );
-    """,
-    # 7: a failure no retry can fix (unsupported type, missing privilege): not retried until an operator retries it
-    """
-    ALTER TABLE {schema}.jobs ADD COLUMN IF NOT EXISTS terminal boolean NOT NULL DEFAULT false;
-    """,
-    # 8: drills queued over HTTP (run by the archiver function): asked for, running, done or failed
-    """
-    ALTER TABLE {schema}.drills ADD COLUMN IF NOT EXISTS state text NOT NULL DEFAULT 'done'
-        CHECK (state IN ('queued', 'running', 'done', 'failed'));
-    ALTER TABLE {schema}.drills ADD COLUMN IF NOT EXISTS sample integer;
-    ALTER TABLE {schema}.drills ADD COLUMN IF NOT EXISTS table_name text;
-    ALTER TABLE {schema}.drills ADD COLUMN IF NOT EXISTS requested_by text;
-    ALTER TABLE {schema}.drills ADD COLUMN IF NOT EXISTS error text;
-    ALTER TABLE {schema}.drills ALTER COLUMN checked SET DEFAULT 0, ALTER COLUMN failed SET DEFAULT 0;
-    """,
-    # 9: archives a drill skipped because their files were in the Archive tier (offline, not damaged)
-    """
-    ALTER TABLE {schema}.drills ADD COLUMN IF NOT EXISTS offline integer NOT NULL DEFAULT 0;
-    """,
-    # 10: the immutable copy of an archive (ARCHIVER_VAULT_URL): its manifest and that manifest's SHA-256
-    """
-    ALTER TABLE {schema}.jobs ADD COLUMN IF NOT EXISTS vault_manifest text;
-    ALTER TABLE {schema}.jobs ADD COLUMN IF NOT EXISTS vault_manifest_sha256 text;
-    """,
-]
 
 
 @dataclass(frozen=True)
@@ -215,8 +107,9 @@ def _job(row: dict[str, Any]) -> Job:
     )
 
 
-class Ledger:
-    """Job rows in `<schema>.jobs` of the source database."""
+
+class Ledger(DrillRecords, RestoreRecords):
+    """The ledger in the source database: job rows in `<schema>.jobs` (here), drills and restores (records.py)."""
 
     def __init__(self, conn: psycopg.Connection, schema: str = "archiver") -> None:
         self.conn = conn
@@ -226,34 +119,10 @@ class Ledger:
     # -- migrations -------------------------------------------------------------------------
     def migrate(self) -> int:
         """Apply pending migrations under a lock; safe to run concurrently and repeatedly."""
-        ident = sql.Identifier(self.schema)
-        with self.conn.transaction():
-            self.conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"tsarchive-migrate:{self.schema}",))
-            db.ensure_schema(self.conn, self.schema)
-            self.conn.execute(
-                sql.SQL(
-                    "CREATE TABLE IF NOT EXISTS {}.schema_migrations (version integer PRIMARY KEY, "
-                    "applied_at timestamptz NOT NULL DEFAULT now())"
-                ).format(ident)
-            )
-            row = self.conn.execute(
-                sql.SQL("SELECT coalesce(max(version), 0) FROM {}.schema_migrations").format(ident)
-            ).fetchone()
-            current = int(row[0]) if row else 0
-            for version, body in enumerate(_MIGRATIONS, start=1):
-                if version <= current:
-                    continue
-                self.conn.execute(sql.SQL(body.replace("{schema}", "{0}")).format(ident))  # type: ignore[arg-type]
-                self.conn.execute(
-                    sql.SQL("INSERT INTO {}.schema_migrations (version) VALUES (%s)").format(ident), (version,)
-                )
-        return len(_MIGRATIONS)
+        return migrations.migrate(self.conn, self.schema)
 
     def version(self) -> int:
-        row = self.conn.execute(
-            sql.SQL("SELECT coalesce(max(version), 0) FROM {}.schema_migrations").format(sql.Identifier(self.schema))
-        ).fetchone()
-        return int(row[0]) if row else 0
+        return migrations.applied_version(self.conn, self.schema)
 
     # -- reads ------------------------------------------------------------------------------
     def _select(self, where: sql.Composable, params: tuple | dict = (), suffix: str = "ORDER BY id") -> list[Job]:
@@ -402,105 +271,6 @@ class Ledger:
         self.conn.execute(sql.SQL("UPDATE {} SET last_error = %s, updated_at = now() WHERE id = %s").format(self._jobs),
                           (message, job_id))
 
-    def record_drill(self, checked: int, problems: list[dict[str, Any]], offline: int = 0) -> None:
-        """A recovery drill's outcome: archives checked, each failure (job id, chunk, what was wrong), and how many
-        were skipped as offline."""
-        self.conn.execute(sql.SQL("INSERT INTO {}.drills (checked, failed, problems, offline) VALUES (%s, %s, %s, %s)")
-                          .format(sql.Identifier(self.schema)), (checked, len(problems), json.dumps(problems), offline))
-
-    def open_drill(self, sample: int, table: str | None, requested_by: str) -> int:
-        """Record a drill asked for over HTTP, queued for the archiver function; its id."""
-        row = self.conn.execute(sql.SQL(
-            "INSERT INTO {}.drills (state, sample, table_name, requested_by) VALUES ('queued', %s, %s, %s) RETURNING id"
-        ).format(sql.Identifier(self.schema)), (sample, table, requested_by)).fetchone()
-        assert row is not None
-        return int(row[0])
-
-    def start_drill(self, drill_id: int) -> str | None:
-        """queued (or running, redelivered after its worker died) -> running; the state it left, None if finished."""
-        row = self.conn.execute(sql.SQL(
-            "UPDATE {0}.drills d SET state = 'running', ran_at = now() FROM {0}.drills old "
-            "WHERE d.id = %s AND old.id = d.id AND d.state IN ('queued', 'running') RETURNING old.state").format(
-            sql.Identifier(self.schema)), (drill_id,)).fetchone()
-        return str(row[0]) if row else None
-
-    def finish_drill(self, drill_id: int, checked: int, problems: list[dict[str, Any]], offline: int = 0) -> None:
-        self.conn.execute(sql.SQL(
-            "UPDATE {}.drills SET state = 'done', checked = %s, failed = %s, problems = %s, offline = %s, error = NULL, "
-            "ran_at = now() WHERE id = %s").format(sql.Identifier(self.schema)),
-            (checked, len(problems), json.dumps(problems), offline, drill_id))
-
-    def fail_drill(self, drill_id: int, message: str) -> None:
-        self.conn.execute(sql.SQL("UPDATE {}.drills SET state = 'failed', error = %s WHERE id = %s").format(
-            sql.Identifier(self.schema)), (message, drill_id))
-
-    def drill_record(self, drill_id: int) -> dict[str, Any] | None:
-        with self.conn.cursor(row_factory=dict_row) as cur:
-            row = cur.execute(sql.SQL("SELECT * FROM {}.drills WHERE id = %s").format(sql.Identifier(self.schema)),
-                              (drill_id,)).fetchone()
-        return None if row is None else {k: v.isoformat() if isinstance(v, datetime) else v for k, v in row.items()}
-
-    def last_drill(self) -> dict[str, Any] | None:
-        with self.conn.cursor(row_factory=dict_row) as cur:
-            row = cur.execute(sql.SQL("SELECT ran_at, checked, failed, problems, offline FROM {}.drills "
-                                      "WHERE state = 'done' ORDER BY id DESC LIMIT 1")
-                              .format(sql.Identifier(self.schema))).fetchone()
-        if row is None:
-            return None
-        return {"ran_at": row["ran_at"].isoformat(), "checked": row["checked"], "failed": row["failed"],
-                "problems": row["problems"], "offline": row["offline"]}
-
-    # -- restores ---------------------------------------------------------------------------
-    def open_restore(self, source_table: str, range_from: str | None, range_to: str | None, target: str | None,
-                     options: dict[str, Any], requested_by: str, *, queued: bool) -> int:
-        """Record a restore request ('queued' for the archiver, else 'running' in this process); its id."""
-        row = self.conn.execute(sql.SQL(
-            "INSERT INTO {}.restores (source_table, range_from, range_to, target, options, state, requested_by) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id").format(sql.Identifier(self.schema)),
-            (source_table, range_from, range_to, target, json.dumps(options), "queued" if queued else "running",
-             requested_by)).fetchone()
-        assert row is not None
-        return int(row[0])
-
-    def start_restore(self, restore_id: int) -> str | None:
-        """queued (or running, when the broker redelivers after its worker died) -> running; the state it left.
-
-        None when the restore already finished: a duplicate delivery has nothing to do.
-        """
-        row = self.conn.execute(sql.SQL(
-            "UPDATE {0}.restores r SET state = 'running', updated_at = now() FROM {0}.restores old "
-            "WHERE r.id = %s AND old.id = r.id AND r.state IN ('queued', 'running') RETURNING old.state").format(
-            sql.Identifier(self.schema)), (restore_id,)).fetchone()
-        return str(row[0]) if row else None
-
-    def finish_restore(self, restore_id: int, rows: int, result: dict[str, Any]) -> None:
-        self.conn.execute(sql.SQL(
-            "UPDATE {}.restores SET state = 'done', rows = %s, result = %s, target = coalesce(%s, target), "
-            "error = NULL, updated_at = now() WHERE id = %s").format(sql.Identifier(self.schema)),
-            (rows, json.dumps(result, default=str), result.get("target"), restore_id))
-
-    def fail_restore(self, restore_id: int, message: str) -> None:
-        self.conn.execute(sql.SQL(
-            "UPDATE {}.restores SET state = 'failed', error = %s, updated_at = now() WHERE id = %s").format(
-            sql.Identifier(self.schema)), (message, restore_id))
-
-    def restore_record(self, restore_id: int) -> dict[str, Any] | None:
-        records = self.restore_records(restore_id=restore_id)
-        return records[0] if records else None
-
-    def restore_records(self, *, restore_id: int | None = None, limit: int = 20) -> list[dict[str, Any]]:
-        """Restores, newest first, as JSON-ready dicts."""
-        where = sql.SQL("WHERE id = %s") if restore_id is not None else sql.SQL("")
-        params = (restore_id, limit) if restore_id is not None else (limit,)
-        with self.conn.cursor(row_factory=dict_row) as cur:
-            rows = cur.execute(sql.SQL("SELECT * FROM {}.restores {} ORDER BY id DESC LIMIT %s").format(
-                sql.Identifier(self.schema), where), params).fetchall()
-        return [{k: v.isoformat() if isinstance(v, datetime) else v for k, v in row.items()} for row in rows]
-
-    def restore_counts(self) -> dict[str, int]:
-        rows = self.conn.execute(sql.SQL("SELECT state, count(*) FROM {}.restores GROUP BY state").format(
-            sql.Identifier(self.schema))).fetchall()
-        return {str(state): int(count) for state, count in rows}
 
     def restorable(self, table: str) -> list[Job]:
         """A table's archived or dropped jobs, oldest range first."""
