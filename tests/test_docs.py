@@ -136,3 +136,15 @@ def test_azure_paths_in_the_docs_are_the_ones_written():
     https = f"https://acct.dfs.core.windows.net/archive/timescale/{folder}/"
     assert f"'{https}'" in QUERYING and f"'{https}year=*/month=*/*.parquet'" in QUERYING  # Synapse: Delta and Parquet
     assert "archive/timescale/public.metrics" in QUERYING  # Fabric shortcut folder
+
+
+def test_the_architecture_page_names_only_modules_that_exist():
+    """docs/architecture.md is where a newcomer starts: every module or package it names must be where it says."""
+    import re
+
+    root = Path(__file__).resolve().parent.parent
+    page = (root / "docs" / "architecture.md").read_text()
+    named = set(re.findall(r"`((?:[a-z_]+/)*[a-z_]+(?:\.py|/))", page))
+    assert len(named) > 20
+    missing = sorted(n for n in named if not any((base / n).exists() for base in (root, root / "shared_code")))
+    assert not missing, f"docs/architecture.md names modules that are not there: {missing}"
