@@ -9,7 +9,7 @@ from typing import Any
 
 from .engine import Engine
 from .errors import ArchiverError, JobStateError, render_error
-from .ledger import JobState
+from .ledger.jobs import JobState
 from .service import plan_and_enqueue, request_drill, request_restore, retry_job
 from .transport import Transport
 

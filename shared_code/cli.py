@@ -211,7 +211,7 @@ def jobs(state: list[str] = typer.Option(None, "--state", help="Filter by state 
          limit: int = typer.Option(50, "--limit", min=1), offset: int = typer.Option(0, "--offset", min=0),
          as_json: bool = JsonOpt) -> None:
     """List ledger jobs, newest first."""
-    from .ledger import JobState
+    from .ledger.jobs import JobState
 
     valid = {s.value for s in JobState}
     bad = [s for s in state or [] if s not in valid]
@@ -430,7 +430,7 @@ def lifecycle(archive_after_days: int = typer.Option(0, "--archive-after-days", 
               cold_after_days: int = typer.Option(90, "--cold-after-days", min=0),
               as_json: bool = JsonOpt) -> None:
     """The archive account's lifecycle policy: online tiers for everything, the Archive tier for data files only."""
-    from .ledger import JobState
+    from .ledger.jobs import JobState
     from .storage import lifecycle as lc
 
     with _engine() as engine:

@@ -19,7 +19,7 @@ from .errors import (
     JobStateError,
     render_error,
 )
-from .ledger import Job, JobState, Ledger
+from .ledger.jobs import Job, JobState, Ledger
 from .planning import Decision, PlanEntry, plan
 from .policies import read_policies
 from .reporting import table_status, tier_bytes

@@ -11,7 +11,7 @@ import psycopg
 from .database import catalog
 from .database.catalog import Hypertable, PartitionedTable
 from .errors import ArchiverError, render_error
-from .ledger import Job
+from .ledger.jobs import Job
 from .planning import Chunk, ChunkKind, TablePolicy, cutoff_for, table_selected
 from .settings import Settings
 

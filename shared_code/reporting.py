@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from .errors import render_error
-from .ledger import Job, JobState
+from .ledger.jobs import Job, JobState
 from .planning import Decision, PlanEntry
 from .storage.lake import Lake
 

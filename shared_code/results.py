@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from .planning import PlanEntry
 
 if TYPE_CHECKING:
-    from .ledger import Job
+    from .ledger.jobs import Job
 
 Clock = Callable[[], datetime]
 Progress = Callable[[str, "Job | None", dict[str, Any]], None]  # an event name, the job, details

@@ -16,7 +16,7 @@ from . import telemetry
 from .archive.stage import retry_delay
 from .engine import Engine
 from .errors import ArchiverError, is_transient, render_error
-from .ledger import Job, JobState
+from .ledger.jobs import Job, JobState
 from .messages import (
     DRILL_TYPE,
     RESTORE_TYPE,

@@ -21,7 +21,7 @@ from ..database.catalog import ChunkSource
 from ..database.extract import ArraysNeedText, Extractor, Snapshot
 from ..errors import ArchiverError, JobStateError, is_terminal, render_error
 from ..faults import crash_point
-from ..ledger import Job, JobState, Ledger
+from ..ledger.jobs import Job, JobState, Ledger
 from ..results import Clock, Progress, StepResult
 from ..settings import Settings
 from ..storage.destination import ArchiveDestination

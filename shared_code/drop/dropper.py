@@ -35,7 +35,7 @@ from ..database import catalog
 from ..database import connection as db
 from ..errors import ArchiverError, SourceChangedError
 from ..faults import crash_point
-from ..ledger import Job, Ledger
+from ..ledger.jobs import Job, Ledger
 from ..planning import ChunkKind
 from ..typemap import plan_columns, schema_fingerprint
 from . import fingerprint

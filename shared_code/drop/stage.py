@@ -17,7 +17,7 @@ import psycopg
 from .. import telemetry
 from ..database import catalog
 from ..errors import ArchiverError, SourceChangedError, UnsupportedTypeError, VerificationError, render_error
-from ..ledger import Job, Ledger
+from ..ledger.jobs import Job, Ledger
 from ..planning import Decision, decide
 from ..policies import job_policy
 from ..results import Clock, Progress, StepResult

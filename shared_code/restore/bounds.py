@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from ..errors import ArchiverError
-from ..ledger import Job
+from ..ledger.jobs import Job
 from ..typemap import quote_ident
 
 if TYPE_CHECKING:

@@ -10,7 +10,7 @@ from typing import Any, Protocol, TypeVar
 import psycopg
 
 from ..errors import ArchiverError, render_error
-from ..ledger import Job, Ledger
+from ..ledger.jobs import Job, Ledger
 from ..storage.lake import Lake
 
 Progress = Callable[[str, dict[str, Any]], None]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..database import connection as db
 from ..errors import RestoreRefused
-from ..ledger import Job
+from ..ledger.jobs import Job
 from .bounds import TimeFilter
 from .context import RestoreContext
 from .proof import count_present, readback_plans, target_hash

@@ -12,7 +12,7 @@ from typing import Any
 
 from ..database import connection as db
 from ..errors import VerificationError
-from ..ledger import Job
+from ..ledger.jobs import Job
 from ..typemap import quote_ident, text_companion
 from .bounds import TimeFilter
 from .context import Progress, RestoreContext

@@ -9,7 +9,7 @@ import psycopg
 
 from ..database import catalog
 from ..database.extract import query_batches
-from ..ledger import Job
+from ..ledger.jobs import Job
 from ..typemap import ColumnPlan, plan_columns, text_companion
 from .bounds import TimeFilter
 from .context import RestoreContext

@@ -14,7 +14,7 @@ import psycopg
 
 from ..database import catalog
 from ..errors import ArchiverError, RestoreRefused
-from ..ledger import Job
+from ..ledger.jobs import Job
 from ..results import rehydrate_command
 from ..storage.lake import offline_summary
 from .bounds import Bound, TimeFilter, iso, range_name

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from ..database import catalog
 from ..errors import ArchiverError, JobStateError, RestoreRefused, VerificationError
-from ..ledger import Job, JobState
+from ..ledger.jobs import Job, JobState
 from ..results import rehydrate_command
 from ..storage.lake import OfflineFile, offline_summary
 from ..storage.manifest import Manifest

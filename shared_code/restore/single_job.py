@@ -11,7 +11,7 @@ from psycopg import sql
 from ..database import catalog
 from ..database import connection as db
 from ..errors import ArchiverError, JobStateError
-from ..ledger import JobState
+from ..ledger.jobs import JobState
 from .context import HasRestoreContext, Progress, RestoreContext, as_context, guarded
 from .loading import restore_chunk
 from .selection import checked, refuse_offline

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..database import connection as db
 from ..errors import ArchiverError
-from ..ledger import Job
+from ..ledger.jobs import Job
 from ..typemap import quote_ident, text_companion
 from .context import Progress
 from .selection import Columns

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import ArchiverError, VerificationError, render_error
 
 if TYPE_CHECKING:
-    from ..ledger import Job
+    from ..ledger.jobs import Job
     from ..settings import Settings
     from .lake import Lake
     from .layout import ChunkLayout

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ..errors import render_error
-from ..ledger import Job
+from ..ledger.jobs import Job
 from ..storage.delta_table import ArchiveTable
 from ..storage.lake import Lake
 from ..storage.layout import ChunkLayout

@@ -8,7 +8,7 @@ import time
 
 from .. import telemetry
 from ..errors import OfflineError
-from ..ledger import Job, JobState, Ledger
+from ..ledger.jobs import Job, JobState, Ledger
 from ..results import StepResult, rehydrate_command
 from ..storage.lake import Lake, offline_summary
 from .archive_check import ArchiveChecker
