@@ -16,7 +16,7 @@ from ..database import catalog
 from ..errors import ArchiverError, RestoreRefused
 from ..ledger.jobs import Job
 from ..results import rehydrate_command
-from ..storage.lake import offline_summary
+from ..storage.blob import offline_summary
 from .bounds import Bound, TimeFilter, iso, range_name
 from .context import HasRestoreContext, Progress, RestoreContext, as_context, guarded
 from .duplicates import refuse_duplicates

@@ -14,7 +14,7 @@ from ..database import catalog
 from ..errors import ArchiverError, JobStateError, RestoreRefused, VerificationError
 from ..ledger.jobs import Job, JobState
 from ..results import rehydrate_command
-from ..storage.lake import OfflineFile, offline_summary
+from ..storage.blob import OfflineFile, offline_summary
 from ..storage.manifest import Manifest
 from ..typemap import text_companion
 from .bounds import Bound, TimeFilter, iso, overlaps

@@ -10,7 +10,8 @@ from .. import telemetry
 from ..errors import OfflineError
 from ..ledger.jobs import Job, JobState, Ledger
 from ..results import StepResult, rehydrate_command
-from ..storage.lake import Lake, offline_summary
+from ..storage.blob import offline_summary
+from ..storage.lake import Lake
 from .archive_check import ArchiveChecker
 
 log = logging.getLogger("tsarchive")
