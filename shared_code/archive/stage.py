@@ -27,11 +27,10 @@ from ..settings import Settings
 from ..storage.destination import ArchiveDestination
 from ..storage.lake import Lake
 from ..storage.layout import ChunkLayout, chunk_layout
-from ..storage.manifest import PARQUET_KEY, FileEntry, Manifest, new_manifest
+from ..storage.manifest import PARQUET_KEY, FileEntry, Manifest, archive_digest, new_manifest
 from ..storage.partitioning import PartitionSpec
 from ..storage.vault import Vault
 from ..typemap import ColumnPlan, plan_columns, schema_fingerprint, text_companion
-from ..verify.archive_check import archive_digest
 from .writer import ChunkFileWriter
 
 log = logging.getLogger("tsarchive")

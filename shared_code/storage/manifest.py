@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -75,3 +76,9 @@ def new_manifest(*, kind: str, table_schema: str, table_name: str, chunk_schema:
         chunk_name=chunk_name, range_start=_iso(range_start), range_end=_iso(range_end),
         is_compressed=is_compressed, columns=columns, schema_fingerprint=schema_fingerprint,
     )
+
+
+def archive_digest(files: list[tuple[str, str, int]]) -> str:
+    """An archive's content identity: SHA-256 over its files' (table-relative path, SHA-256, rows), in path order."""
+    text = "\n".join(f"{path} {sha} {rows}" for path, sha, rows in sorted(files))
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -12,16 +11,11 @@ from ..ledger.jobs import Job
 from ..storage.delta_table import ArchiveTable
 from ..storage.lake import Lake
 from ..storage.layout import ChunkLayout
+from ..storage.manifest import archive_digest
 from ..storage.partitioning import PartitionSpec
 
 if TYPE_CHECKING:
     from ..storage.vault import Vault
-
-
-def archive_digest(files: list[tuple[str, str, int]]) -> str:
-    """An archive's content identity: SHA-256 over its files' (table-relative path, SHA-256, rows), in path order."""
-    text = "\n".join(f"{path} {sha} {rows}" for path, sha, rows in sorted(files))
-    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
 
 def first_line(error: BaseException) -> str:
