@@ -95,7 +95,5 @@ def job_policy(conn: psycopg.Connection, settings: Settings, job: Job, now: date
         return None
     if not table_selected(job.table, settings.include, settings.exclude) or not catalog.has_timescaledb(conn):
         return None
-    for table in catalog.user_hypertables(conn):
-        if (table.schema, table.name) == (job.table_schema, job.table_name):
-            return hypertable_policy(conn, settings, table, now)
-    return None
+    table = catalog.hypertable(conn, job.table_schema, job.table_name)
+    return None if table is None else hypertable_policy(conn, settings, table, now)

@@ -227,3 +227,26 @@ def test_multidimensional_arrays_archive_on_timescaledb(timescale, tmp_path, tes
         job = engine.ledger.all_jobs()[0]
     rows = sorted(pq.read_table(lake / job.lake_paths[0]).to_pylist(), key=lambda r: r["ts"])
     assert [(r["m"], r["m__pg_text"]) for r in rows] == [(None, "{{1,2},{3,4}}"), ([5, 6], None), (None, "[0:1]={7,8}")]
+
+
+def test_one_hypertable_read_from_the_catalog_matches_the_information_views(timescale):
+    """The drop asks `catalog.hypertable` per job (TimescaleDB's catalog tables); the planner lists them through the
+    information views: the two must agree, time type and integer_now function included."""
+    import psycopg
+
+    from shared_code.database import catalog
+
+    s = timescale.schema
+    with timescale.connect() as conn:
+        conn.execute(f"CREATE TABLE {s}.spaced (ts timestamptz NOT NULL, device int4 NOT NULL, v float8)")
+        conn.execute(f"SELECT create_hypertable('{s}.spaced', 'ts', chunk_time_interval => INTERVAL '1 day')")
+        conn.execute(f"SELECT add_dimension('{s}.spaced', 'device', number_partitions => 2)")
+        conn.execute(f"CREATE TABLE {s}.ticks (t bigint NOT NULL, v float8)")
+        conn.execute(f"SELECT create_hypertable('{s}.ticks', 't', chunk_time_interval => 1000)")
+        conn.execute(f"CREATE FUNCTION {s}.ticks_now() RETURNS bigint LANGUAGE SQL STABLE AS $$ SELECT 1::bigint $$")
+        conn.execute(f"SELECT set_integer_now_func('{s}.ticks', '{s}.ticks_now')")
+    with psycopg.connect(timescale.dsn, autocommit=True) as conn:
+        listed = [h for h in catalog.user_hypertables(conn) if h.schema == s]
+        assert {h.name for h in listed} == {"spaced", "ticks"}
+        assert [catalog.hypertable(conn, h.schema, h.name) for h in listed] == listed
+        assert catalog.hypertable(conn, s, "missing") is None

@@ -110,6 +110,26 @@ def user_hypertables(conn: psycopg.Connection) -> list[Hypertable]:
     return [Hypertable(*row) for row in rows]
 
 
+def hypertable(conn: psycopg.Connection, schema: str, name: str) -> Hypertable | None:
+    """One user hypertable, or None; read from TimescaleDB's own catalog, not its information views, whose planning
+    alone costs about 10 ms on a catalog of 10,000 chunks (the drop asks this once per job)."""
+    row = conn.execute(
+        """
+        SELECT h.schema_name::text, h.table_name::text, d.column_type::regtype::text,
+               CASE WHEN d.integer_now_func IS NOT NULL
+                    THEN format('%I.%I', d.integer_now_func_schema, d.integer_now_func) END
+        FROM _timescaledb_catalog.hypertable h
+        JOIN _timescaledb_catalog.dimension d ON d.hypertable_id = h.id AND d.interval_length IS NOT NULL
+        WHERE h.schema_name = %s AND h.table_name = %s AND h.schema_name NOT LIKE '\\_timescaledb%%'
+          AND NOT EXISTS (SELECT 1 FROM _timescaledb_catalog.continuous_agg ca WHERE ca.mat_hypertable_id = h.id)
+        ORDER BY d.id
+        LIMIT 1
+        """.replace("%I", "%%I"),
+        (schema, name),
+    ).fetchone()
+    return Hypertable(*row) if row else None
+
+
 def hypertable_chunks(conn: psycopg.Connection, table: Hypertable) -> list[Chunk]:
     rows = conn.execute(
         """
