@@ -211,18 +211,32 @@ def lifecycle(archive_after_days: int = typer.Option(0, "--archive-after-days", 
 
 
 def query(sql_text: str = typer.Argument(..., metavar="SQL", help="One DuckDB SQL statement."),
+          live: bool = typer.Option(False, "--live", help="Each managed table is its whole history: rows still in "
+                                    "PostgreSQL and archived rows, each exactly once, in one snapshot (needs the "
+                                    "database; read-only)."),
           as_json: bool = JsonOpt, as_csv: bool = typer.Option(False, "--csv", help="Print CSV.")) -> None:
-    """Query the archive with DuckDB, without the database: each archived table is a view named schema.table."""
+    """Query the archive with DuckDB: each archived table is a view named schema.table (archived rows only, no
+    database needed); with --live, each managed table's live and archived rows together."""
     from .errors import ArchiverError
-    from .query import run_query
     from .settings import load_settings
     from .storage.lake import Lake
 
     try:
-        settings = load_settings(database_url=os.environ.get("ARCHIVER_DATABASE_URL") or "postgresql:///unused")
+        if live:
+            from .live_query import run_live_query
+
+            settings = load_settings()
+        else:
+            from .query import run_query
+
+            settings = load_settings(database_url=os.environ.get("ARCHIVER_DATABASE_URL") or "postgresql:///unused")
         conn_string = settings.lake_connection_string.get_secret_value() if settings.lake_connection_string else None
         lake = Lake(settings.lake_url, conn_string, settings.lake_client_id)
-        columns, rows = run_query(lake, sql_text, conn_string)
+        if live:
+            result = run_live_query(settings, lake, sql_text, conn_string)
+            columns, rows = result.columns, result.rows
+        else:
+            columns, rows = run_query(lake, sql_text, conn_string)
     except ArchiverError as error:
         fail(str(error))
     if as_json:

@@ -114,7 +114,7 @@ def test_tsarchive_query_examples_run(doc_archive):
     from .conftest import TSARCHIVE
 
     lines = [line for text in (QUERYING, README) for block in _blocks(text, "bash") for line in block.splitlines()
-             if line.startswith("tsarchive query")]
+             if line.startswith("tsarchive query") and "--live" not in line]  # --live: tests/test_live_query.py
     assert len(lines) >= 3
     env = {k: v for k, v in os.environ.items() if not k.startswith("ARCHIVER_")}
     env["ARCHIVER_LAKE_URL"] = doc_archive["lake"].as_uri()

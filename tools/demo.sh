@@ -29,3 +29,8 @@ NEXT_DAY="$("$BIN/python" -c "import datetime, sys; print(datetime.date.fromisof
 echo "== tsarchive restore: the first archived day back into PostgreSQL, proven equal to the archive"
 "$BIN/tsarchive" restore --hypertable demo.sensor_readings --from "$FIRST_DAY" --to "$NEXT_DAY" --into demo.restored_day --dry-run
 "$BIN/tsarchive" restore --hypertable demo.sensor_readings --from "$FIRST_DAY" --to "$NEXT_DAY" --into demo.restored_day
+echo "== tsarchive query --live: the whole history as one table, rows still in TimescaleDB and archived rows, each once"
+COLUMNS=160 "$BIN/tsarchive" query --live "
+    SELECT date_part('year', ts) AS year, count(*) AS rows, min(ts) AS first, max(ts) AS last,
+           round(avg(temperature), 2) AS avg_temp
+    FROM demo.sensor_readings GROUP BY ALL ORDER BY ALL"

@@ -1,0 +1,325 @@
+"""`tsarchive query --live`: every managed table as the union of its rows still in PostgreSQL and its archived rows,
+each row exactly once, at one consistent point.
+
+How it stays exact while `tsarchive run` archives and drops at the same time:
+- DuckDB's postgres scanner runs the whole query in one PostgreSQL transaction (REPEATABLE READ READ ONLY) on one
+  connection (`pg_use_ctid_scan` off: the 1.5.5 scanner otherwise may run a parallel scan outside the snapshot).
+- Its first statement locks the managed tables (ACCESS SHARE, every chunk and partition): a drop in flight commits
+  first, and no chunk can be dropped until the query ends. LOCK takes no snapshot; the ledger read after it does.
+- The archiver drops a chunk and marks its job dropped in one transaction, so in that snapshot a chunk's rows are
+  either still in PostgreSQL or their job is `dropped` (or `archived` with the chunk gone from the catalog: dropped
+  outside the archiver). Those jobs' rows come from exactly the files the ledger records for their latest archive;
+  the files of chunks still in PostgreSQL, and files a later archive replaced, are never read.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from .database import catalog
+from .database import connection as db
+from .errors import ArchiverError, render_error
+from .planning import table_selected
+from .query import _azure_secret, _extension, quote_ident, quote_literal
+from .settings import Settings
+from .storage.lake import Lake
+
+if TYPE_CHECKING:
+    import duckdb
+
+log = logging.getLogger("tsarchive")
+
+PG = "tsarchive_pg"  # the attached database's name inside DuckDB
+# Functions that reach PostgreSQL outside the attached, read-only catalog (postgres_execute can end the read-only
+# transaction and write), or attach and load things: a --live query may not call them.
+_FORBIDDEN = re.compile(r"^(postgres_|attach|detach|load|install|read_text|read_blob|write_|copy_|getenv|"
+                        r"duckdb_secrets|query_table|query$)", re.I)
+_MAX_BRANCHES = 400  # lake scans per table: one per calendar month of archived chunks (or per group of integer ranges)
+
+
+@dataclass(frozen=True)
+class ManagedTable:
+    """A table the archiver manages, as the live side of one view."""
+
+    schema: str
+    name: str
+    kind: str  # "chunk" (hypertable) or "partition" (native range partitions)
+    time_name: str
+    time_type: str
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+
+@dataclass
+class LakeJob:
+    """A job whose rows come from the lake in this snapshot: its chunk range and its latest archive's files."""
+
+    table: str
+    range_start: datetime | int | None
+    range_end: datetime | int | None
+    files: list[str]
+    columns: list[str]
+
+
+@dataclass
+class LiveResult:
+    columns: list[str]
+    rows: list[tuple]
+    tables: dict[str, dict[str, int]] = field(default_factory=dict)  # per table: chunks read from the lake, files
+
+
+def check_sql(text: str) -> None:
+    """One SELECT (or EXPLAIN of one), calling nothing that reaches PostgreSQL outside the read-only catalog."""
+    import duckdb
+
+    if not text.strip():
+        raise ArchiverError('no SQL given: tsarchive query --live "SELECT count(*) FROM <schema>.<table>"')
+    try:
+        statements = duckdb.extract_statements(text)
+    except duckdb.Error as error:
+        raise ArchiverError(f"query failed: {render_error(error).rstrip('.!')}") from None
+    if len(statements) != 1:
+        raise ArchiverError(f"--live runs one statement, got {len(statements)}")
+    kind = statements[0].type
+    if kind not in (duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN):
+        raise ArchiverError(f"--live only reads: a {kind.name} statement is refused (the database is attached "
+                            "read-only and the query may only SELECT)")
+    with duckdb.connect() as probe:
+        try:
+            tree = json.loads(probe.execute("SELECT json_serialize_sql(?::VARCHAR)", [text]).fetchone()[0])
+        except duckdb.Error as error:
+            raise ArchiverError(f"query failed: {render_error(error).rstrip('.!')}") from None
+    if tree.get("error"):
+        if kind == duckdb.StatementType.EXPLAIN:  # json_serialize_sql serializes SELECTs only: check the inner one
+            inner = re.sub(r"^\s*explain(\s+analyze)?\s+", "", text, flags=re.I)
+            if inner != text:
+                return check_sql(inner)
+        raise ArchiverError(f"--live only reads: {tree.get('error_message', 'the statement is not a plain SELECT')}")
+    called = sorted({name for name in _function_names(tree) if _FORBIDDEN.match(name)})
+    if called:
+        raise ArchiverError(f"--live refuses {', '.join(called)}: a live query reads the managed tables through the "
+                            "read-only snapshot and may not reach PostgreSQL, files or extensions another way")
+
+
+def _function_names(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        if isinstance(node.get("function_name"), str):  # scalar, aggregate, window and table functions alike
+            yield node["function_name"]
+        for value in node.values():
+            yield from _function_names(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _function_names(value)
+
+
+def managed_tables(settings: Settings) -> tuple[list[ManagedTable], str | None]:
+    """Every selected hypertable and every configured range-partitioned table, with its time column; and, on a
+    single-session server (the WASM build), the search_path to put back afterwards (the scanner sets its own)."""
+    conn = db.connect(settings.database_dsn())
+    try:
+        shared = db.serializes_transactions(conn)
+        search_path = str(conn.execute("SHOW search_path").fetchone()[0]) if shared else None
+        tables = []
+        if catalog.has_timescaledb(conn):
+            for table in catalog.user_hypertables(conn):
+                if table_selected(f"{table.schema}.{table.name}", settings.include, settings.exclude):
+                    name, kind = catalog.time_column(conn, "chunk", table.schema, table.name)
+                    tables.append(ManagedTable(table.schema, table.name, "chunk", name, kind))
+        for qualified in settings.partitioned_tables:
+            table = catalog.partitioned_table(conn, qualified)
+            name, kind = catalog.time_column(conn, "partition", table.schema, table.name)
+            tables.append(ManagedTable(table.schema, table.name, "partition", name, kind))
+        return tables, search_path
+    finally:
+        conn.close()
+
+
+def scrub(text: str, *connection_strings: str | None) -> str:
+    """A message with these connection strings, and any password or token in it, hidden."""
+    for secret in connection_strings:
+        if secret:
+            text = text.replace(secret, db.redact(secret))
+    return db.redact(text)
+
+
+def _lake_uri(lake: Lake, relative: str) -> str:
+    path = lake.path(relative)
+    if lake.target.is_local:
+        return path
+    inner = path.split("/", 1)[1]
+    if lake._connection_string:
+        return f"az://{lake.target.container}/{inner}"
+    return f"abfss://{lake.target.container}@{lake.target.account}.dfs.core.windows.net/{inner}"
+
+
+def _literal(value: datetime | int, duck_type: str) -> str:
+    if isinstance(value, int):
+        return str(value)
+    if duck_type == "DATE":
+        return f"DATE '{value.astimezone(UTC).date().isoformat()}'"
+    if duck_type.startswith("TIMESTAMP WITH TIME ZONE"):
+        return f"TIMESTAMPTZ '{value.astimezone(UTC).isoformat()}'"
+    return f"TIMESTAMP '{value.astimezone(UTC).replace(tzinfo=None).isoformat()}'"
+
+
+def _branches(jobs: list[LakeJob]) -> list[list[LakeJob]]:
+    """Jobs grouped for the lake scans: by calendar month of their chunk's start, or in runs of integer ranges."""
+    ordered = sorted(jobs, key=lambda j: (j.range_start is None, str(j.range_start) if not isinstance(j.range_start, int)
+                                          else f"{j.range_start:030d}"))
+    groups: dict[Any, list[LakeJob]] = {}
+    for position, job in enumerate(ordered):
+        start = job.range_start
+        key = (start.astimezone(UTC).year, start.astimezone(UTC).month) if isinstance(start, datetime) else \
+            position // max(1, -(-len(ordered) // _MAX_BRANCHES))
+        groups.setdefault(key, []).append(job)
+    return list(groups.values())
+
+
+def _lake_column(name: str, live_type: str, stored_type: str | None) -> str:
+    """One column of a lake scan as the live table types it: as stored when the types agree (so filters on it reach
+    the Parquet statistics), cast otherwise, NULL for a column added after these chunks were archived."""
+    column = quote_ident(name)
+    if stored_type is None:
+        return f"CAST(NULL AS {live_type}) AS {column}"
+    if stored_type == live_type:
+        return column
+    return f"CAST({column} AS {live_type}) AS {column}"
+
+
+def _range_guard(time_name: str, time_type: str, group: list[LakeJob]) -> str:
+    """WHERE time in [first chunk start, last chunk end): true of every archived row (a chunk holds only rows in its
+    range), and lets DuckDB skip the whole scan when the query's own time filter cannot match it."""
+    starts = [j.range_start for j in group]
+    ends = [j.range_end for j in group]
+    if any(v is None for v in starts + ends) or not time_type:
+        return ""
+    column = quote_ident(time_name)
+    return (f" WHERE {column} >= {_literal(min(starts), time_type)} "  # type: ignore[type-var]
+            f"AND {column} < {_literal(max(ends), time_type)}")  # type: ignore[type-var]
+
+
+class LiveQuery:
+    """One DuckDB connection holding one PostgreSQL snapshot, with every managed table as a view."""
+
+    def __init__(self, settings: Settings, lake: Lake, connection_string: str | None) -> None:
+        self.settings, self.lake, self.connection_string = settings, lake, connection_string
+        self.tables, self._search_path = managed_tables(settings)
+        self.duck: duckdb.DuckDBPyConnection | None = None
+        self._dsn: str | None = None
+        self.read_from_lake: dict[str, dict[str, int]] = {}
+
+    def open(self) -> duckdb.DuckDBPyConnection:
+        import duckdb
+
+        duck = duckdb.connect()
+        self.duck = duck
+        duck.execute("SET TimeZone = 'UTC'")  # casts and literals are read as UTC, as the archive writes them
+        duck.execute(f"LOAD {quote_literal(_extension('duckdb_extension_postgres_scanner'))}")
+        if not self.lake.target.is_local:
+            duck.execute(f"LOAD {quote_literal(_extension('duckdb_extension_azure'))}")
+            _azure_secret(duck, self.lake, self.connection_string)
+        duck.execute("SET pg_use_ctid_scan = false")
+        self._dsn = self.settings.database_dsn()  # with Entra ID auth it carries a token: never shown (scrub)
+        duck.execute(f"ATTACH {quote_literal(self._dsn)} AS {PG} (TYPE postgres, READ_ONLY)")
+        live_types = {t.qualified: self._describe(t) for t in self.tables}
+        probe = f"SELECT to_regclass({quote_literal(self.settings.ledger_schema + '.jobs')}) IS NOT NULL AS found"
+        has_ledger = duck.execute(f"SELECT * FROM postgres_query('{PG}', {quote_literal(probe)})").fetchone()[0]
+        duck.execute("BEGIN TRANSACTION")
+        if self.tables:  # first statement of the remote transaction: locks before the snapshot
+            names = ", ".join(db.relation_sql(t.schema, t.name) for t in self.tables)
+            duck.execute(f"CALL postgres_execute('{PG}', {quote_literal(f'LOCK TABLE {names} IN ACCESS SHARE MODE')})")
+        jobs = self._lake_jobs() if has_ledger else []  # nothing archived yet: every row is in PostgreSQL
+        for table in self.tables:
+            self._create_view(table, live_types[table.qualified], [j for j in jobs if j.table == table.qualified])
+        return duck
+
+    def _describe(self, table: ManagedTable) -> list[tuple[str, str]]:
+        assert self.duck is not None
+        rows = self.duck.execute(f"DESCRIBE {PG}.{quote_ident(table.schema)}.{quote_ident(table.name)}").fetchall()
+        return [(str(r[0]), str(r[1])) for r in rows]
+
+    def _lake_jobs(self) -> list[LakeJob]:
+        """In the snapshot: the jobs whose rows are no longer in PostgreSQL (dropped, or archived and gone)."""
+        assert self.duck is not None
+        ledger = quote_ident(self.settings.ledger_schema)
+        text = (f"SELECT table_schema || '.' || table_name AS source, state, range_start, range_end, range_start_int, "
+                f"range_end_int, lake_paths::text AS files, columns::text AS archived_columns, "
+                f"to_regclass(format('%I.%I', chunk_schema, chunk_name)) IS NOT NULL AS chunk_exists "
+                f"FROM {ledger}.jobs WHERE state IN ('archived', 'dropped') AND table_path IS NOT NULL")
+        rows = self.duck.execute(f"SELECT * FROM postgres_query('{PG}', {quote_literal(text)})").fetchall()
+        jobs = []
+        for table, state, start, end, start_int, end_int, paths, columns, exists in rows:
+            if state == "archived" and exists:
+                continue  # its rows are still in PostgreSQL, read there
+            jobs.append(LakeJob(table, start_int if start_int is not None else start,
+                                end_int if end_int is not None else end, json.loads(paths or "[]"),
+                                [c["name"] for c in json.loads(columns or "[]")]))
+        return jobs
+
+    def _create_view(self, table: ManagedTable, live: list[tuple[str, str]], jobs: list[LakeJob]) -> None:
+        """The view: the live table's rows, then each group of lake files cast to the live column types."""
+        assert self.duck is not None
+        relation = f"{PG}.{quote_ident(table.schema)}.{quote_ident(table.name)}"
+        parts = [f"SELECT {', '.join(quote_ident(name) for name, _ in live)} FROM {relation}"]
+        time_type = dict(live).get(table.time_name, "")
+        files = 0
+        for group in _branches([j for j in jobs if j.files]):
+            uris = [_lake_uri(self.lake, f) for j in group for f in j.files]
+            files += len(uris)
+            listing = f"read_parquet([{', '.join(quote_literal(u) for u in uris)}], union_by_name = true)"
+            stored = {str(r[0]): str(r[1]) for r in self.duck.execute(
+                f"DESCRIBE SELECT * FROM read_parquet({quote_literal(uris[0])})").fetchall()}
+            archived = {c for j in group for c in j.columns} or set(stored)
+            select = ", ".join(_lake_column(name, kind, stored.get(name) if name in archived else None)
+                               for name, kind in live)
+            guard = _range_guard(table.time_name, time_type, group)
+            parts.append(f"SELECT {select} FROM {listing}{guard}")
+        self.read_from_lake[table.qualified] = {"chunks": len(jobs), "files": files}
+        self.duck.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(table.schema)}")
+        self.duck.execute(f"CREATE VIEW {quote_ident(table.schema)}.{quote_ident(table.name)} AS "
+                          + " UNION ALL ".join(parts))
+
+    def scrub(self, text: str) -> str:
+        return scrub(text, self._dsn, self.settings.database_url.get_secret_value())
+
+    def close(self) -> None:
+        if self.duck is not None:
+            try:
+                self.duck.execute("ROLLBACK")
+            except Exception:  # noqa: BLE001 - closing only
+                pass
+            self.duck.close()
+            self.duck = None
+        if self._search_path is not None:  # one session serves every client there: leave it as it was
+            with db.connect(self.settings.database_dsn()) as conn:
+                conn.execute("SELECT set_config('search_path', %s, false)", (self._search_path,))
+
+
+def run_live_query(settings: Settings, lake: Lake, text: str, connection_string: str | None = None) -> LiveResult:
+    """Run one read-only SQL statement over the whole history of every managed table."""
+    import duckdb
+
+    check_sql(text)
+    live = LiveQuery(settings, lake, connection_string)
+    try:
+        duck = live.open()
+        result = duck.execute(text)
+        columns = [d[0] for d in result.description or []]
+        rows = result.fetchall() if result.description else []
+    except duckdb.Error as error:
+        names = ", ".join(t.qualified for t in live.tables) or "none (check ARCHIVER_INCLUDE)"
+        message = live.scrub(render_error(error).rstrip(".!"))
+        raise ArchiverError(f"query failed: {message}. Managed tables: {names}") from None
+    finally:
+        live.close()
+    return LiveResult(columns, rows, live.read_from_lake)
+
+
