@@ -222,6 +222,7 @@ class LiveQuery:
         duck = duckdb.connect()
         self.duck = duck
         duck.execute("SET TimeZone = 'UTC'")  # casts and literals are read as UTC, as the archive writes them
+        duck.execute("SET enable_progress_bar = false")  # it writes to stdout, into --json and --csv output
         duck.execute(f"LOAD {quote_literal(_extension('duckdb_extension_postgres_scanner'))}")
         if not self.lake.target.is_local:
             duck.execute(f"LOAD {quote_literal(_extension('duckdb_extension_azure'))}")

@@ -83,6 +83,7 @@ def connect(lake: Lake, connection_string: str | None = None) -> tuple[Any, list
 
     tables = archived_tables(lake)
     conn = duckdb.connect()
+    conn.execute("SET enable_progress_bar = false")  # it writes to stdout, into --json and --csv output
     conn.execute(f"LOAD {quote_literal(_extension('duckdb_extension_delta'))}")
     if not lake.target.is_local:
         conn.execute(f"LOAD {quote_literal(_extension('duckdb_extension_azure'))}")
