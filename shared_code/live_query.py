@@ -67,6 +67,7 @@ class LakeJob:
     range_end: datetime | int | None
     files: list[str]
     columns: list[str]
+    table_exists: bool = True  # False: the source table itself is gone, and the lake holds all that is left of it
 
 
 @dataclass
@@ -240,6 +241,9 @@ class LiveQuery:
         jobs = self._lake_jobs() if has_ledger else []  # nothing archived yet: every row is in PostgreSQL
         for table in self.tables:
             self._create_view(table, live_types[table.qualified], [j for j in jobs if j.table == table.qualified])
+        managed = {t.qualified for t in self.tables}
+        for gone in sorted({j.table for j in jobs if not j.table_exists} - managed):
+            self._create_archive_only_view(gone, [j for j in jobs if j.table == gone])
         return duck
 
     def _describe(self, table: ManagedTable) -> list[tuple[str, str]]:
@@ -253,17 +257,32 @@ class LiveQuery:
         ledger = quote_ident(self.settings.ledger_schema)
         text = (f"SELECT table_schema || '.' || table_name AS source, state, range_start, range_end, range_start_int, "
                 f"range_end_int, lake_paths::text AS files, columns::text AS archived_columns, "
-                f"to_regclass(format('%I.%I', chunk_schema, chunk_name)) IS NOT NULL AS chunk_exists "
+                f"to_regclass(format('%I.%I', chunk_schema, chunk_name)) IS NOT NULL AS chunk_exists, "
+                f"to_regclass(format('%I.%I', table_schema, table_name)) IS NOT NULL AS table_exists "
                 f"FROM {ledger}.jobs WHERE state IN ('archived', 'dropped') AND table_path IS NOT NULL")
         rows = self.duck.execute(f"SELECT * FROM postgres_query('{PG}', {quote_literal(text)})").fetchall()
         jobs = []
-        for table, state, start, end, start_int, end_int, paths, columns, exists in rows:
+        for table, state, start, end, start_int, end_int, paths, columns, exists, table_exists in rows:
             if state == "archived" and exists:
                 continue  # its rows are still in PostgreSQL, read there
             jobs.append(LakeJob(table, start_int if start_int is not None else start,
                                 end_int if end_int is not None else end, json.loads(paths or "[]"),
-                                [c["name"] for c in json.loads(columns or "[]")]))
+                                [c["name"] for c in json.loads(columns or "[]")], bool(table_exists)))
         return jobs
+
+    def _create_archive_only_view(self, qualified: str, jobs: list[LakeJob]) -> None:
+        """A source table dropped from the database altogether: its archive is all of it, as the lake types it."""
+        assert self.duck is not None
+        schema, name = qualified.split(".", 1)
+        uris = [_lake_uri(self.lake, f) for j in jobs for f in j.files]
+        names = list(dict.fromkeys(c for j in jobs for c in j.columns))
+        if not uris or not names:
+            return
+        listing = f"read_parquet([{', '.join(quote_literal(u) for u in uris)}], union_by_name = true)"
+        self.read_from_lake[qualified] = {"chunks": len(jobs), "files": len(uris)}
+        self.duck.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(schema)}")
+        self.duck.execute(f"CREATE VIEW {quote_ident(schema)}.{quote_ident(name)} AS "
+                          f"SELECT {', '.join(quote_ident(n) for n in names)} FROM {listing}")
 
     def _create_view(self, table: ManagedTable, live: list[tuple[str, str]], jobs: list[LakeJob]) -> None:
         """The view: the live table's rows, then each group of lake files cast to the live column types."""

@@ -308,3 +308,17 @@ def test_a_driver_message_never_shows_the_connection_string_or_a_token():
                "and password=eyJ0eXAiOi.token.part")
     shown = scrub(message, dsn, url)
     assert "eyJ0eXAiOi" not in shown and "pa55word" not in shown and "connection refused" in shown
+
+
+def test_a_source_table_dropped_altogether_is_its_archive(hypertable):
+    """Dropped from the database after its old chunks were archived: --live still shows what the lake holds."""
+    box, table, baseline, lake_dir, overrides = hypertable
+    with engine_for(box.dsn, lake_dir, now=NOW, **overrides) as engine:
+        assert not engine.run().failed
+    with box.connect() as conn:
+        conn.execute(f"DROP TABLE {table}")
+        expected = conn.execute(PG_AGGREGATE.format("(SELECT * FROM public.metrics_copy WHERE ts < '2021-01-01') x")
+                                ).fetchone()
+    settings = settings_for(box.dsn, lake_dir, **overrides)
+    result = _live(settings, Lake(settings.lake_url), DUCK_AGGREGATE.format(table))
+    assert _same(expected, result.rows[0]) and result.tables[table]["chunks"] > 0
