@@ -68,6 +68,7 @@ class LakeJob:
     files: list[str]
     columns: list[str]
     table_exists: bool = True  # False: the source table itself is gone, and the lake holds all that is left of it
+    pg_types: dict[str, str] = field(default_factory=dict)  # as the catalog named them when the chunk was archived
 
 
 @dataclass
@@ -184,12 +185,18 @@ def _branches(jobs: list[LakeJob]) -> list[list[LakeJob]]:
     return list(groups.values())
 
 
-def _lake_column(name: str, live_type: str, stored_type: str | None) -> str:
+_BLANK_PADDED = re.compile(r"^(character|char|bpchar)(\(\d+\))?$")
+
+
+def _lake_column(name: str, live_type: str, stored_type: str | None, pg_type: str = "") -> str:
     """One column of a lake scan as the live table types it: as stored when the types agree (so filters on it reach
     the Parquet statistics), cast otherwise, NULL for a column added after these chunks were archived."""
     column = quote_ident(name)
     if stored_type is None:
         return f"CAST(NULL AS {live_type}) AS {column}"
+    if _BLANK_PADDED.match(pg_type) and live_type == "VARCHAR":
+        # char(n): the archive keeps PostgreSQL's padding, the scanner strips it (trailing blanks do not count there)
+        return f"rtrim(CAST({column} AS VARCHAR), ' ') AS {column}"
     if stored_type == live_type:
         return column
     return f"CAST({column} AS {live_type}) AS {column}"
@@ -265,9 +272,11 @@ class LiveQuery:
         for table, state, start, end, start_int, end_int, paths, columns, exists, table_exists in rows:
             if state == "archived" and exists:
                 continue  # its rows are still in PostgreSQL, read there
+            recorded = json.loads(columns or "[]")
             jobs.append(LakeJob(table, start_int if start_int is not None else start,
                                 end_int if end_int is not None else end, json.loads(paths or "[]"),
-                                [c["name"] for c in json.loads(columns or "[]")], bool(table_exists)))
+                                [c["name"] for c in recorded], bool(table_exists),
+                                {c["name"]: str(c.get("pg_type", "")) for c in recorded}))
         return jobs
 
     def _create_archive_only_view(self, qualified: str, jobs: list[LakeJob]) -> None:
@@ -298,8 +307,9 @@ class LiveQuery:
             stored = {str(r[0]): str(r[1]) for r in self.duck.execute(
                 f"DESCRIBE SELECT * FROM read_parquet({quote_literal(uris[0])})").fetchall()}
             archived = {c for j in group for c in j.columns} or set(stored)
-            select = ", ".join(_lake_column(name, kind, stored.get(name) if name in archived else None)
-                               for name, kind in live)
+            pg_types = {k: v for j in group for k, v in j.pg_types.items()}
+            select = ", ".join(_lake_column(name, kind, stored.get(name) if name in archived else None,
+                                            pg_types.get(name, "")) for name, kind in live)
             guard = _range_guard(table.time_name, time_type, group)
             parts.append(f"SELECT {select} FROM {listing}{guard}")
         self.read_from_lake[table.qualified] = {"chunks": len(jobs), "files": files}
