@@ -251,7 +251,21 @@ class LiveQuery:
         managed = {t.qualified for t in self.tables}
         for gone in sorted({j.table for j in jobs if not j.table_exists} - managed):
             self._create_archive_only_view(gone, [j for j in jobs if j.table == gone])
+        self._create_short_names()
         return duck
+
+    def _create_short_names(self) -> None:
+        """Each view also under its bare name when no other view has it, as plain `tsarchive query` does."""
+        assert self.duck is not None
+        views = self.duck.execute("SELECT schema_name, view_name FROM duckdb_views() WHERE NOT internal "
+                                  "AND database_name = current_database()").fetchall()
+        counts: dict[str, int] = {}
+        for _, name in views:
+            counts[name] = counts.get(name, 0) + 1
+        for schema, name in views:
+            if counts[name] == 1 and schema != "main":
+                self.duck.execute(f"CREATE VIEW main.{quote_ident(name)} AS "
+                                  f"SELECT * FROM {quote_ident(schema)}.{quote_ident(name)}")
 
     def _describe(self, table: ManagedTable) -> list[tuple[str, str]]:
         assert self.duck is not None

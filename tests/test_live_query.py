@@ -270,6 +270,9 @@ def test_the_cli_answers_in_json_and_an_unreachable_database_is_one_clear_messag
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == [{"n": baseline[0]}]
+    short = subprocess.run([TSARCHIVE, "query", "--live", "--csv", "SELECT count(*) AS n FROM metrics"], env=env,
+                           capture_output=True, text=True)  # the bare name, as plain `query` offers it
+    assert short.returncode == 0 and short.stdout.splitlines() == ["n", str(baseline[0])], short.stderr
 
     secret = "s3cr3t-live-password"
     env["ARCHIVER_DATABASE_URL"] = f"postgresql://archiver:{secret}@127.0.0.1:1/postgres?connect_timeout=2"
