@@ -38,8 +38,8 @@ log = logging.getLogger("tsarchive")
 PG = "tsarchive_pg"  # the attached database's name inside DuckDB
 # Functions that reach PostgreSQL outside the attached, read-only catalog (postgres_execute can end the read-only
 # transaction and write), or attach and load things: a --live query may not call them.
-_FORBIDDEN = re.compile(r"^(postgres_|attach|detach|load|install|read_text|read_blob|write_|copy_|getenv|"
-                        r"duckdb_secrets|query_table|query$)", re.I)
+_FORBIDDEN = re.compile(r"^(postgres_|json_execute_serialized_sql|attach|detach|load|install|read_text|read_blob|"
+                        r"write_|copy_|getenv|duckdb_secrets|query_table|query$)", re.I)
 _MAX_BRANCHES = 400  # lake scans per table: one per calendar month of archived chunks (or per group of integer ranges)
 
 
@@ -62,7 +62,7 @@ class ManagedTable:
 class LakeJob:
     """A job whose rows come from the lake in this snapshot: its chunk range and its latest archive's files."""
 
-    table: str
+    source: tuple[str, str]  # (schema, table): a pair, so a dot in a name cannot make two tables one
     range_start: datetime | int | None
     range_end: datetime | int | None
     files: list[str]
@@ -78,8 +78,9 @@ class LiveResult:
     tables: dict[str, dict[str, int]] = field(default_factory=dict)  # per table: chunks read from the lake, files
 
 
-def check_sql(text: str) -> None:
-    """One SELECT (or EXPLAIN of one), calling nothing that reaches PostgreSQL outside the read-only catalog."""
+def check_sql(text: str) -> set[tuple[str | None, str]]:
+    """One SELECT (or EXPLAIN of one), calling nothing that reaches PostgreSQL outside the read-only catalog; the
+    tables it names, as (schema or None, name)."""
     import duckdb
 
     if not text.strip():
@@ -109,6 +110,18 @@ def check_sql(text: str) -> None:
     if called:
         raise ArchiverError(f"--live refuses {', '.join(called)}: a live query reads the managed tables through the "
                             "read-only snapshot and may not reach PostgreSQL, files or extensions another way")
+    return set(_table_names(tree))
+
+
+def _table_names(node: Any) -> Iterator[tuple[str | None, str]]:
+    if isinstance(node, dict):
+        if node.get("type") == "BASE_TABLE" and isinstance(node.get("table_name"), str):
+            yield (node.get("schema_name") or None, node["table_name"])
+        for value in node.values():
+            yield from _table_names(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _table_names(value)
 
 
 def _function_names(node: Any) -> Iterator[str]:
@@ -224,13 +237,17 @@ class LiveQuery:
         self._dsn: str | None = None
         self.read_from_lake: dict[str, dict[str, int]] = {}
 
-    def open(self) -> duckdb.DuckDBPyConnection:
+    def open(self, referenced: set[tuple[str | None, str]] | None = None) -> duckdb.DuckDBPyConnection:
+        """The connection, in one snapshot, with the views; `referenced` ((schema or None, name) pairs a query names)
+        narrows the locks and views to those tables (None, or no match: every managed table)."""
         import duckdb
 
         duck = duckdb.connect()
         self.duck = duck
         duck.execute("SET TimeZone = 'UTC'")  # casts and literals are read as UTC, as the archive writes them
         duck.execute("SET enable_progress_bar = false")  # it writes to stdout, into --json and --csv output
+        duck.execute("SET autoinstall_known_extensions = false")  # nothing is fetched from the network
+        duck.execute("SET autoload_known_extensions = false")
         duck.execute(f"LOAD {quote_literal(_extension('duckdb_extension_postgres_scanner'))}")
         if not self.lake.target.is_local:
             duck.execute(f"LOAD {quote_literal(_extension('duckdb_extension_azure'))}")
@@ -238,20 +255,30 @@ class LiveQuery:
         duck.execute("SET pg_use_ctid_scan = false")
         self._dsn = self.settings.database_dsn()  # with Entra ID auth it carries a token: never shown (scrub)
         duck.execute(f"ATTACH {quote_literal(self._dsn)} AS {PG} (TYPE postgres, READ_ONLY)")
-        live_types = {t.qualified: self._describe(t) for t in self.tables}
+        tables = [t for t in self.tables if referenced is None or (t.schema, t.name) in referenced
+                  or (None, t.name) in referenced] or self.tables
+        live_types = {t.qualified: self._describe(t) for t in tables}
+        duck.execute("BEGIN TRANSACTION")
+        # The remote transaction's first statements: a bounded wait for the locks, then the locks. Neither takes
+        # the snapshot; the ledger probe after them does.
+        locks = ", ".join(db.relation_sql(t.schema, t.name) for t in tables)
+        statement = (f"SET LOCAL lock_timeout = '{int(self.settings.lock_timeout_ms)}ms'; "
+                     + (f"LOCK TABLE {locks} IN ACCESS SHARE MODE" if tables else "SELECT 1"))
+        duck.execute(f"CALL postgres_execute('{PG}', {quote_literal(statement)})")
         probe = f"SELECT to_regclass({quote_literal(self.settings.ledger_schema + '.jobs')}) IS NOT NULL AS found"
         has_ledger = duck.execute(f"SELECT * FROM postgres_query('{PG}', {quote_literal(probe)})").fetchone()[0]
-        duck.execute("BEGIN TRANSACTION")
-        if self.tables:  # first statement of the remote transaction: locks before the snapshot
-            names = ", ".join(db.relation_sql(t.schema, t.name) for t in self.tables)
-            duck.execute(f"CALL postgres_execute('{PG}', {quote_literal(f'LOCK TABLE {names} IN ACCESS SHARE MODE')})")
         jobs = self._lake_jobs() if has_ledger else []  # nothing archived yet: every row is in PostgreSQL
-        for table in self.tables:
-            self._create_view(table, live_types[table.qualified], [j for j in jobs if j.table == table.qualified])
-        managed = {t.qualified for t in self.tables}
-        for gone in sorted({j.table for j in jobs if not j.table_exists} - managed):
-            self._create_archive_only_view(gone, [j for j in jobs if j.table == gone])
+        for table in tables:
+            self._create_view(table, live_types[table.qualified],
+                              [j for j in jobs if j.source == (table.schema, table.name)])
+        managed = {(t.schema, t.name) for t in self.tables}
+        for gone in sorted({j.source for j in jobs if not j.table_exists} - managed):
+            self._create_archive_only_view(gone, [j for j in jobs if j.source == gone])
         self._create_short_names()
+        # From here the query reads the lake and the attached database only: no other file, and no setting back.
+        duck.execute(f"SET allowed_directories = [{quote_literal(_lake_uri(self.lake, '').rstrip('/') + '/')}]")
+        duck.execute("SET enable_external_access = false")
+        duck.execute("SET lock_configuration = true")
         return duck
 
     def _create_short_names(self) -> None:
@@ -276,27 +303,36 @@ class LiveQuery:
         """In the snapshot: the jobs whose rows are no longer in PostgreSQL (dropped, or archived and gone)."""
         assert self.duck is not None
         ledger = quote_ident(self.settings.ledger_schema)
-        text = (f"SELECT table_schema || '.' || table_name AS source, state, range_start, range_end, range_start_int, "
+        text = (f"SELECT table_schema, table_name, chunk_schema || '.' || chunk_name AS chunk, id, state, "
+                f"range_start, range_end, range_start_int, "
                 f"range_end_int, lake_paths::text AS files, columns::text AS archived_columns, "
                 f"to_regclass(format('%I.%I', chunk_schema, chunk_name)) IS NOT NULL AS chunk_exists, "
                 f"to_regclass(format('%I.%I', table_schema, table_name)) IS NOT NULL AS table_exists "
                 f"FROM {ledger}.jobs WHERE state IN ('archived', 'dropped') AND table_path IS NOT NULL")
         rows = self.duck.execute(f"SELECT * FROM postgres_query('{PG}', {quote_literal(text)})").fetchall()
         jobs = []
-        for table, state, start, end, start_int, end_int, paths, columns, exists, table_exists in rows:
+        for schema, table, chunk, job_id, state, start, end, start_int, end_int, paths, columns, exists, \
+                table_exists in rows:
             if state == "archived" and exists:
                 continue  # its rows are still in PostgreSQL, read there
+            if state == "archived" and table_exists:
+                # Gone without a recorded drop: dropped outside the archiver, or its rows moved (merged chunks, a
+                # renamed partition). A guess could count rows twice or not at all.
+                raise ArchiverError(f"{chunk} of {schema}.{table} is archived (job {job_id}) but no longer in the "
+                                    "database, and the ledger records no drop: run `tsarchive run` (it re-checks "
+                                    "the archive and records the drop), then query again")
             recorded = json.loads(columns or "[]")
-            jobs.append(LakeJob(table, start_int if start_int is not None else start,
+            jobs.append(LakeJob((schema, table), start_int if start_int is not None else start,
                                 end_int if end_int is not None else end, json.loads(paths or "[]"),
                                 [c["name"] for c in recorded], bool(table_exists),
                                 {c["name"]: str(c.get("pg_type", "")) for c in recorded}))
         return jobs
 
-    def _create_archive_only_view(self, qualified: str, jobs: list[LakeJob]) -> None:
+    def _create_archive_only_view(self, source: tuple[str, str], jobs: list[LakeJob]) -> None:
         """A source table dropped from the database altogether: its archive is all of it, as the lake types it."""
         assert self.duck is not None
-        schema, name = qualified.split(".", 1)
+        schema, name = source
+        qualified = f"{schema}.{name}"
         uris = [_lake_uri(self.lake, f) for j in jobs for f in j.files]
         names = list(dict.fromkeys(c for j in jobs for c in j.columns))
         if not uris or not names:
@@ -322,7 +358,8 @@ class LiveQuery:
                 f"DESCRIBE SELECT * FROM read_parquet({quote_literal(uris[0])})").fetchall()}
             archived = {c for j in group for c in j.columns} or set(stored)
             pg_types = {k: v for j in group for k, v in j.pg_types.items()}
-            select = ", ".join(_lake_column(name, kind, stored.get(name) if name in archived else None,
+            # a column archived in this group but missing from its first file (added mid-group) is still read
+            select = ", ".join(_lake_column(name, kind, stored.get(name, "?") if name in archived else None,
                                             pg_types.get(name, "")) for name, kind in live)
             guard = _range_guard(table.time_name, time_type, group)
             parts.append(f"SELECT {select} FROM {listing}{guard}")
@@ -351,10 +388,10 @@ def run_live_query(settings: Settings, lake: Lake, text: str, connection_string:
     """Run one read-only SQL statement over the whole history of every managed table."""
     import duckdb
 
-    check_sql(text)
+    referenced = check_sql(text)
     live = LiveQuery(settings, lake, connection_string)
     try:
-        duck = live.open()
+        duck = live.open(referenced)
         result = duck.execute(text)
         columns = [d[0] for d in result.description or []]
         rows = result.fetchall() if result.description else []
