@@ -69,6 +69,8 @@ class LakeJob:
     columns: list[str]
     table_exists: bool = True  # False: the source table itself is gone, and the lake holds all that is left of it
     pg_types: dict[str, str] = field(default_factory=dict)  # as the catalog named them when the chunk was archived
+    job_id: int = 0
+    restored: list[tuple[Any, Any]] = field(default_factory=list)  # [from, to) ranges put back into its source table
 
 
 @dataclass
@@ -227,6 +229,21 @@ def _range_guard(time_name: str, time_type: str, group: list[LakeJob]) -> str:
             f"AND {column} < {_literal(max(ends), time_type)}")  # type: ignore[type-var]
 
 
+def _restored_filter(lake: Lake, time_name: str, time_type: str, group: list[LakeJob]) -> str:
+    """NOT (a restored job's file AND its restored range), for the jobs of a group that were restored into their
+    source table; '' when none was."""
+    column = quote_ident(time_name)
+    terms = []
+    for job in group:
+        files = ", ".join(quote_literal(_lake_uri(lake, f)) for f in job.files)
+        for low, high in job.restored:
+            inside = [f"{column} >= {_literal(low, time_type)}" if low is not None else "",
+                      f"{column} < {_literal(high, time_type)}" if high is not None else ""]
+            condition = " AND ".join(c for c in inside if c) or "true"
+            terms.append(f"(filename IN ({files}) AND {condition})")
+    return f"NOT ({' OR '.join(terms)})" if terms else ""
+
+
 class LiveQuery:
     """One DuckDB connection holding one PostgreSQL snapshot, with every managed table as a view."""
 
@@ -325,8 +342,29 @@ class LiveQuery:
             jobs.append(LakeJob((schema, table), start_int if start_int is not None else start,
                                 end_int if end_int is not None else end, json.loads(paths or "[]"),
                                 [c["name"] for c in recorded], bool(table_exists),
-                                {c["name"]: str(c.get("pg_type", "")) for c in recorded}))
+                                {c["name"]: str(c.get("pg_type", "")) for c in recorded}, int(job_id)))
+        restored = self._restored_ranges()
+        for job in jobs:
+            job.restored = restored.get(job.job_id, [])
         return jobs
+
+    def _restored_ranges(self) -> dict[int, list[tuple[Any, Any]]]:
+        """Per job, the ranges a finished restore put back into the job's own source table: those rows are in
+        PostgreSQL again (or in a later job's archive), so the job's files must not count them a second time."""
+        from .restore.bounds import parse_bound
+
+        assert self.duck is not None
+        ledger = quote_ident(self.settings.ledger_schema)
+        text = (f"SELECT range_from, range_to, result::text AS result FROM {ledger}.restores "
+                "WHERE state = 'done' AND target IS NOT NULL AND target = source_table")
+        out: dict[int, list[tuple[Any, Any]]] = {}
+        for low, high, result in self.duck.execute(
+                f"SELECT * FROM postgres_query('{PG}', {quote_literal(text)})").fetchall():
+            bounds = (parse_bound(low, "from"), parse_bound(high, "to"))
+            for chunk in json.loads(result or "{}").get("chunks", []):
+                if chunk.get("status") in ("restored", "present") and isinstance(chunk.get("job_id"), int):
+                    out.setdefault(chunk["job_id"], []).append(bounds)
+        return out
 
     def _create_archive_only_view(self, source: tuple[str, str], jobs: list[LakeJob]) -> None:
         """A source table dropped from the database altogether: its archive is all of it, as the lake types it."""
@@ -353,7 +391,9 @@ class LiveQuery:
         for group in _branches([j for j in jobs if j.files]):
             uris = [_lake_uri(self.lake, f) for j in group for f in j.files]
             files += len(uris)
-            listing = f"read_parquet([{', '.join(quote_literal(u) for u in uris)}], union_by_name = true)"
+            excluded = _restored_filter(self.lake, table.time_name, time_type, group)
+            listing = (f"read_parquet([{', '.join(quote_literal(u) for u in uris)}], union_by_name = true"
+                       f"{', filename = true' if excluded else ''})")
             stored = {str(r[0]): str(r[1]) for r in self.duck.execute(
                 f"DESCRIBE SELECT * FROM read_parquet({quote_literal(uris[0])})").fetchall()}
             archived = {c for j in group for c in j.columns} or set(stored)
@@ -362,6 +402,8 @@ class LiveQuery:
             select = ", ".join(_lake_column(name, kind, stored.get(name, "?") if name in archived else None,
                                             pg_types.get(name, "")) for name, kind in live)
             guard = _range_guard(table.time_name, time_type, group)
+            if excluded:
+                guard = f"{guard} AND {excluded}" if guard else f" WHERE {excluded}"
             parts.append(f"SELECT {select} FROM {listing}{guard}")
         self.read_from_lake[table.qualified] = {"chunks": len(jobs), "files": files}
         self.duck.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(table.schema)}")

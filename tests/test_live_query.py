@@ -432,3 +432,25 @@ def test_a_chunk_archived_then_dropped_outside_the_archiver_is_a_clear_error(hyp
     with engine_for(box.dsn, lake_dir, now=NOW, **overrides) as engine:
         assert not engine.run().failed  # the drop step records the chunk as already gone, after the lake re-check
     assert _same(baseline, _live(settings, Lake(settings.lake_url), DUCK_AGGREGATE.format(table)).rows[0])
+
+
+def test_rows_restored_into_their_own_table_are_counted_once(hypertable):
+    """An auditor's range restored into the hypertable itself: the rows are live again, the archive no longer
+    counts them; and after the next run archives them anew, still once."""
+    box, table, baseline, lake_dir, overrides = hypertable
+    with engine_for(box.dsn, lake_dir, now=NOW, **overrides) as engine:
+        assert not engine.run().failed
+    env = cli_env(box.dsn, lake_dir, ARCHIVER_LEDGER_SCHEMA=box.ledger, ARCHIVER_INCLUDE=table)
+    done = subprocess.run([TSARCHIVE, "restore", "--hypertable", table, "--from", "2020-01-10T00:00:00Z", "--to",
+                           "2020-01-20T00:00:00Z", "--into", table, "--json"], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    with box.connect() as conn:
+        back = conn.execute(f"SELECT count(*) FROM {table} WHERE ts < '2021-01-01'").fetchone()[0]
+    assert back > 0
+    settings = settings_for(box.dsn, lake_dir, **overrides)
+    assert _same(baseline, _live(settings, Lake(settings.lake_url), DUCK_AGGREGATE.format(table)).rows[0])
+    with engine_for(box.dsn, lake_dir, now=NOW, **overrides) as engine:
+        assert not engine.run().failed  # the restored rows sit in new, due chunks: archived and dropped again
+    with box.connect() as conn:
+        assert conn.execute(f"SELECT count(*) FROM {table} WHERE ts < '2021-01-01'").fetchone()[0] == 0
+    assert _same(baseline, _live(settings, Lake(settings.lake_url), DUCK_AGGREGATE.format(table)).rows[0])
