@@ -68,8 +68,9 @@ class RestoreRefused(ArchiverError):
     """The restore would put in rows the target already holds, or cannot put them where asked."""
 
 
-class SchemaEvolutionError(ArchiverError):
-    """The source table's schema changed in a way the archive table cannot follow."""
+class SchemaEvolutionError(TerminalError):
+    """The source table's schema changed in a way the archive table cannot follow (no retry helps until someone
+    changes the source or the target table: `tsarchive retry` then runs the job again)."""
 
 
 # SQLSTATE classes no retry can fix: 0A feature not supported, 42 syntax error or access rule violation (missing

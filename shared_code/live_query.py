@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -27,6 +26,7 @@ from .database import connection as db
 from .errors import ArchiverError, render_error
 from .planning import table_selected
 from .query import _azure_secret, _extension, quote_ident, quote_literal
+from .query_guard import check_sql
 from .settings import Settings
 from .storage.lake import Lake
 
@@ -36,10 +36,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("tsarchive")
 
 PG = "tsarchive_pg"  # the attached database's name inside DuckDB
-# Functions that reach PostgreSQL outside the attached, read-only catalog (postgres_execute can end the read-only
-# transaction and write), or attach and load things: a --live query may not call them.
-_FORBIDDEN = re.compile(r"^(postgres_|json_execute_serialized_sql|attach|detach|load|install|read_text|read_blob|"
-                        r"write_|copy_|getenv|duckdb_secrets|query_table|query$)", re.I)
 _MAX_BRANCHES = 400  # lake scans per table: one per calendar month of archived chunks (or per group of integer ranges)
 
 
@@ -52,6 +48,7 @@ class ManagedTable:
     kind: str  # "chunk" (hypertable) or "partition" (native range partitions)
     time_name: str
     time_type: str
+    columns: tuple[str, ...] = ()  # PostgreSQL names in table order (DuckDB renames one equal to another ignoring case)
 
     @property
     def qualified(self) -> str:
@@ -71,6 +68,11 @@ class LakeJob:
     pg_types: dict[str, str] = field(default_factory=dict)  # as the catalog named them when the chunk was archived
     job_id: int = 0
     restored: list[tuple[Any, Any]] = field(default_factory=list)  # [from, to) ranges put back into its source table
+    lake_names: dict[str, str] = field(default_factory=dict)  # PostgreSQL name -> name in the files, where they differ
+
+    def stored(self, name: str) -> str:
+        """A column's name in this job's files."""
+        return self.lake_names.get(name, name)
 
 
 @dataclass
@@ -78,63 +80,6 @@ class LiveResult:
     columns: list[str]
     rows: list[tuple]
     tables: dict[str, dict[str, int]] = field(default_factory=dict)  # per table: chunks read from the lake, files
-
-
-def check_sql(text: str) -> set[tuple[str | None, str]]:
-    """One SELECT (or EXPLAIN of one), calling nothing that reaches PostgreSQL outside the read-only catalog; the
-    tables it names, as (schema or None, name)."""
-    import duckdb
-
-    if not text.strip():
-        raise ArchiverError('no SQL given: tsarchive query --live "SELECT count(*) FROM <schema>.<table>"')
-    try:
-        statements = duckdb.extract_statements(text)
-    except duckdb.Error as error:
-        raise ArchiverError(f"query failed: {render_error(error).rstrip('.!')}") from None
-    if len(statements) != 1:
-        raise ArchiverError(f"--live runs one statement, got {len(statements)}")
-    kind = statements[0].type
-    if kind not in (duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN):
-        raise ArchiverError(f"--live only reads: a {kind.name} statement is refused (the database is attached "
-                            "read-only and the query may only SELECT)")
-    with duckdb.connect() as probe:
-        try:
-            tree = json.loads(probe.execute("SELECT json_serialize_sql(?::VARCHAR)", [text]).fetchone()[0])
-        except duckdb.Error as error:
-            raise ArchiverError(f"query failed: {render_error(error).rstrip('.!')}") from None
-    if tree.get("error"):
-        if kind == duckdb.StatementType.EXPLAIN:  # json_serialize_sql serializes SELECTs only: check the inner one
-            inner = re.sub(r"^\s*explain(\s+analyze)?\s+", "", text, flags=re.I)
-            if inner != text:
-                return check_sql(inner)
-        raise ArchiverError(f"--live only reads: {tree.get('error_message', 'the statement is not a plain SELECT')}")
-    called = sorted({name for name in _function_names(tree) if _FORBIDDEN.match(name)})
-    if called:
-        raise ArchiverError(f"--live refuses {', '.join(called)}: a live query reads the managed tables through the "
-                            "read-only snapshot and may not reach PostgreSQL, files or extensions another way")
-    return set(_table_names(tree))
-
-
-def _table_names(node: Any) -> Iterator[tuple[str | None, str]]:
-    if isinstance(node, dict):
-        if node.get("type") == "BASE_TABLE" and isinstance(node.get("table_name"), str):
-            yield (node.get("schema_name") or None, node["table_name"])
-        for value in node.values():
-            yield from _table_names(value)
-    elif isinstance(node, list):
-        for value in node:
-            yield from _table_names(value)
-
-
-def _function_names(node: Any) -> Iterator[str]:
-    if isinstance(node, dict):
-        if isinstance(node.get("function_name"), str):  # scalar, aggregate, window and table functions alike
-            yield node["function_name"]
-        for value in node.values():
-            yield from _function_names(value)
-    elif isinstance(node, list):
-        for value in node:
-            yield from _function_names(value)
 
 
 def managed_tables(settings: Settings) -> tuple[list[ManagedTable], str | None]:
@@ -149,11 +94,13 @@ def managed_tables(settings: Settings) -> tuple[list[ManagedTable], str | None]:
             for table in catalog.user_hypertables(conn):
                 if table_selected(f"{table.schema}.{table.name}", settings.include, settings.exclude):
                     name, kind = catalog.time_column(conn, "chunk", table.schema, table.name)
-                    tables.append(ManagedTable(table.schema, table.name, "chunk", name, kind))
+                    columns = tuple(c.name for c in catalog.source_columns(conn, table.schema, table.name))
+                    tables.append(ManagedTable(table.schema, table.name, "chunk", name, kind, columns))
         for qualified in settings.partitioned_tables:
             table = catalog.partitioned_table(conn, qualified)
             name, kind = catalog.time_column(conn, "partition", table.schema, table.name)
-            tables.append(ManagedTable(table.schema, table.name, "partition", name, kind))
+            columns = tuple(c.name for c in catalog.source_columns(conn, table.schema, table.name))
+            tables.append(ManagedTable(table.schema, table.name, "partition", name, kind, columns))
         return tables, search_path
     finally:
         conn.close()
@@ -196,25 +143,28 @@ def _branches(jobs: list[LakeJob]) -> list[list[LakeJob]]:
         start = job.range_start
         key = (start.astimezone(UTC).year, start.astimezone(UTC).month) if isinstance(start, datetime) else \
             position // max(1, -(-len(ordered) // _MAX_BRANCHES))
-        groups.setdefault(key, []).append(job)
+        # one scan reads its files by name: jobs whose files name a column differently are scanned apart
+        groups.setdefault((key, tuple(sorted(job.lake_names.items()))), []).append(job)
     return list(groups.values())
 
 
 _BLANK_PADDED = re.compile(r"^(character|char|bpchar)(\(\d+\))?$")
 
 
-def _lake_column(name: str, live_type: str, stored_type: str | None, pg_type: str = "") -> str:
-    """One column of a lake scan as the live table types it: as stored when the types agree (so filters on it reach
-    the Parquet statistics), cast otherwise, NULL for a column added after these chunks were archived."""
-    column = quote_ident(name)
+def _lake_column(name: str, live_type: str, stored_type: str | None, pg_type: str = "", stored: str = "") -> str:
+    """One column of a lake scan as the live table names and types it: as stored when the types agree (so filters
+    on it reach the Parquet statistics), cast otherwise, NULL for a column added after these chunks were archived.
+    `stored` is its name in the files when that differs (lake_columns.py)."""
+    alias = quote_ident(name)
+    column = quote_ident(stored or name)
     if stored_type is None:
-        return f"CAST(NULL AS {live_type}) AS {column}"
+        return f"CAST(NULL AS {live_type}) AS {alias}"
     if _BLANK_PADDED.match(pg_type) and live_type == "VARCHAR":
         # char(n): the archive keeps PostgreSQL's padding, the scanner strips it (trailing blanks do not count there)
-        return f"rtrim(CAST({column} AS VARCHAR), ' ') AS {column}"
+        return f"rtrim(CAST({column} AS VARCHAR), ' ') AS {alias}"
     if stored_type == live_type:
-        return column
-    return f"CAST({column} AS {live_type}) AS {column}"
+        return column if column == alias else f"{column} AS {alias}"
+    return f"CAST({column} AS {live_type}) AS {alias}"
 
 
 def _range_guard(time_name: str, time_type: str, group: list[LakeJob]) -> str:
@@ -224,7 +174,7 @@ def _range_guard(time_name: str, time_type: str, group: list[LakeJob]) -> str:
     ends = [j.range_end for j in group]
     if any(v is None for v in starts + ends) or not time_type:
         return ""
-    column = quote_ident(time_name)
+    column = quote_ident(group[0].stored(time_name))  # the group's files all name it alike (_branches)
     return (f" WHERE {column} >= {_literal(min(starts), time_type)} "  # type: ignore[type-var]
             f"AND {column} < {_literal(max(ends), time_type)}")  # type: ignore[type-var]
 
@@ -232,7 +182,7 @@ def _range_guard(time_name: str, time_type: str, group: list[LakeJob]) -> str:
 def _restored_filter(lake: Lake, time_name: str, time_type: str, group: list[LakeJob]) -> str:
     """NOT (a restored job's file AND its restored range), for the jobs of a group that were restored into their
     source table; '' when none was."""
-    column = quote_ident(time_name)
+    column = quote_ident(group[0].stored(time_name)) if group else ""
     terms = []
     for job in group:
         files = ", ".join(quote_literal(_lake_uri(lake, f)) for f in job.files)
@@ -342,7 +292,9 @@ class LiveQuery:
             jobs.append(LakeJob((schema, table), start_int if start_int is not None else start,
                                 end_int if end_int is not None else end, json.loads(paths or "[]"),
                                 [c["name"] for c in recorded], bool(table_exists),
-                                {c["name"]: str(c.get("pg_type", "")) for c in recorded}, int(job_id)))
+                                {c["name"]: str(c.get("pg_type", "")) for c in recorded}, int(job_id),
+                                lake_names={c["name"]: str(c["lake_name"]) for c in recorded
+                                            if c.get("lake_name") and c["lake_name"] != c["name"]}))
         restored = self._restored_ranges()
         for job in jobs:
             job.restored = restored.get(job.job_id, [])
@@ -375,18 +327,28 @@ class LiveQuery:
         names = list(dict.fromkeys(c for j in jobs for c in j.columns))
         if not uris or not names:
             return
-        listing = f"read_parquet([{', '.join(quote_literal(u) for u in uris)}], union_by_name = true)"
+        parts = []
+        for group in _branches([j for j in jobs if j.files]):
+            listing = (f"read_parquet([{', '.join(quote_literal(_lake_uri(self.lake, f)) for j in group for f in j.files)}]"
+                       ", union_by_name = true)")
+            archived = {c for j in group for c in j.columns}
+            select = ", ".join(f"{quote_ident(group[0].stored(n))} AS {quote_ident(n)}" if n in archived
+                               else f"NULL AS {quote_ident(n)}" for n in names)
+            parts.append(f"SELECT {select} FROM {listing}")
         self.read_from_lake[qualified] = {"chunks": len(jobs), "files": len(uris)}
         self.duck.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(schema)}")
-        self.duck.execute(f"CREATE VIEW {quote_ident(schema)}.{quote_ident(name)} AS "
-                          f"SELECT {', '.join(quote_ident(n) for n in names)} FROM {listing}")
+        self.duck.execute(f"CREATE VIEW {quote_ident(schema)}.{quote_ident(name)} AS " + " UNION ALL ".join(parts))
 
     def _create_view(self, table: ManagedTable, live: list[tuple[str, str]], jobs: list[LakeJob]) -> None:
         """The view: the live table's rows, then each group of lake files cast to the live column types."""
         assert self.duck is not None
         relation = f"{PG}.{quote_ident(table.schema)}.{quote_ident(table.name)}"
         parts = [f"SELECT {', '.join(quote_ident(name) for name, _ in live)} FROM {relation}"]
-        time_type = dict(live).get(table.time_name, "")
+        # DuckDB's name for each column -> PostgreSQL's (they differ where a name equals another ignoring case)
+        pg_name = dict(zip([n for n, _ in live], table.columns, strict=True)) if len(table.columns) == len(live) \
+            else {n: n for n, _ in live}
+        duck_name = {pg: duck for duck, pg in pg_name.items()}
+        time_type = dict(live).get(duck_name.get(table.time_name, table.time_name), "")
         files = 0
         for group in _branches([j for j in jobs if j.files]):
             uris = [_lake_uri(self.lake, f) for j in group for f in j.files]
@@ -396,11 +358,13 @@ class LiveQuery:
                        f"{', filename = true' if excluded else ''})")
             stored = {str(r[0]): str(r[1]) for r in self.duck.execute(
                 f"DESCRIBE SELECT * FROM read_parquet({quote_literal(uris[0])})").fetchall()}
-            archived = {c for j in group for c in j.columns} or set(stored)
+            archived = {c for j in group for c in j.columns} or {pg_name[n] for n, _ in live if pg_name[n] in stored}
             pg_types = {k: v for j in group for k, v in j.pg_types.items()}
             # a column archived in this group but missing from its first file (added mid-group) is still read
-            select = ", ".join(_lake_column(name, kind, stored.get(name, "?") if name in archived else None,
-                                            pg_types.get(name, "")) for name, kind in live)
+            select = ", ".join(_lake_column(name, kind, stored.get(group[0].stored(pg_name[name]), "?")
+                                            if pg_name[name] in archived else None,
+                                            pg_types.get(pg_name[name], ""), group[0].stored(pg_name[name]))
+                               for name, kind in live)
             guard = _range_guard(table.time_name, time_type, group)
             if excluded:
                 guard = f"{guard} AND {excluded}" if guard else f" WHERE {excluded}"

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import ArchiverError, render_error
+from .lake_columns import PG_NAME
 from .storage.lake import Lake, _parse_connection_string
 from .storage.layout import DELTA_LOG, unescape
 
@@ -78,7 +79,8 @@ def _extension(module: str) -> str:
 
 
 def connect(lake: Lake, connection_string: str | None = None) -> tuple[Any, list[ArchivedTable]]:
-    """A DuckDB connection with every archived table as a view: `schema.table`, and `table` when unambiguous."""
+    """A DuckDB connection with every archived table as a view: `schema.table`, and `table` when unambiguous; and
+    `tsarchive_columns`, each archived column's PostgreSQL name beside its name in the lake."""
     import duckdb
 
     tables = archived_tables(lake)
@@ -91,13 +93,46 @@ def connect(lake: Lake, connection_string: str | None = None) -> tuple[Any, list
     names: dict[str, int] = {}
     for table in tables:
         names[table.name] = names.get(table.name, 0) + 1
+    conn.execute("CREATE TABLE main.tsarchive_columns (table_schema VARCHAR, table_name VARCHAR, column_name VARCHAR, "
+                 "lake_name VARCHAR, delta_type VARCHAR, pg_type VARCHAR, role VARCHAR)")
     for table in tables:
-        scan = f"SELECT * FROM delta_scan({quote_literal(table.uri)})"
+        select, columns = _original_names(lake, table)
+        if columns:
+            conn.executemany("INSERT INTO main.tsarchive_columns VALUES (?, ?, ?, ?, ?, ?, ?)",
+                             [(table.schema, table.name, *c) for c in columns])
+        scan = f"SELECT {select} FROM delta_scan({quote_literal(table.uri)})"
         conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(table.schema)}")
         conn.execute(f"CREATE OR REPLACE VIEW {quote_ident(table.schema)}.{quote_ident(table.name)} AS {scan}")
-        if names[table.name] == 1 and table.schema != "main":
+        if names[table.name] == 1 and table.schema != "main" and table.name != "tsarchive_columns":
             conn.execute(f"CREATE OR REPLACE VIEW main.{quote_ident(table.name)} AS {scan}")
     return conn, tables
+
+
+def _original_names(lake: Lake, table: ArchivedTable) -> tuple[str, list[tuple[str, str, str, str, str]]]:
+    """The view's SELECT list: each column under its PostgreSQL name (`pg_name` in the Delta schema), the partition
+    columns and text companions as the lake names them; and the table's rows for `tsarchive_columns` (PostgreSQL
+    name, lake name, Delta type, PostgreSQL type, role). `*` and no rows if the schema cannot be read here (DuckDB's
+    own read then reports why, e.g. an offline log)."""
+    from .storage.delta_table import ArchiveTable, _type_name
+    from .storage.partitioning import PartitionSpec
+
+    try:
+        loaded = ArchiveTable(lake, table.folder, PartitionSpec("", (), integer=False)).load()
+        fields = loaded.schema().fields if loaded is not None else []
+        partitions = set(loaded.metadata().partition_columns) if loaded is not None else set()
+    except Exception:  # noqa: BLE001 - DuckDB's own read reports it, with the offline hint
+        return "*", []
+    items, rows = [], []
+    for delta_field in fields:
+        meta = delta_field.metadata or {}
+        original = meta.get(PG_NAME)
+        role = "partition" if delta_field.name in partitions else "text companion" if "text_of" in meta else "column"
+        renamed = role == "column" and isinstance(original, str) and original != delta_field.name
+        stored = quote_ident(delta_field.name)
+        items.append(f"{stored} AS {quote_ident(original)}" if renamed else stored)
+        rows.append((str(original) if role == "column" and isinstance(original, str) else delta_field.name,
+                     delta_field.name, _type_name(delta_field.type), str(meta.get("pg_type", "")), role))
+    return ", ".join(items) or "*", rows
 
 
 def _azure_secret(conn: duckdb.DuckDBPyConnection, lake: Lake, connection_string: str | None) -> None:

@@ -5,6 +5,7 @@ Pure: takes catalog facts, returns plans. The README's type table is generated f
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass, field
 
@@ -74,9 +75,9 @@ class SourceColumn:
 class ColumnPlan:
     """How one column is selected and converted."""
 
-    name: str
+    name: str  # the PostgreSQL name
     pg_type: str
-    select_sql: str
+    expression: str  # what to SELECT, already quoted (no alias)
     conversion: str = "none"  # none | decimal | infinite_timestamp | infinite_date
     precision: int | None = None
     scale: int | None = None
@@ -84,6 +85,12 @@ class ColumnPlan:
     check_ndims: bool = False
     notes: list[str] = field(default_factory=list)
     text_companion: str | None = None  # set when this chunk holds arrays a Parquet list cannot hold exactly
+    lake_name: str = ""  # the column's name in the lake (lake_columns.py); empty: the PostgreSQL name
+
+    @property
+    def output(self) -> str:
+        """The name the column has in the Arrow batches and the files."""
+        return self.lake_name or self.name
 
     def ndims_column(self) -> str:
         return f"__tsarchive_ndims_{hashlib.sha1(self.name.encode()).hexdigest()[:10]}"
@@ -91,11 +98,22 @@ class ColumnPlan:
 
 def text_companion(name: str, names: list[str]) -> str:
     """The column beside an array column that holds, as PostgreSQL's exact text, the values a Parquet list cannot:
-    several dimensions, or a lower bound other than 1 (`[0:1]={1,2}`). Deterministic from the table's column names."""
-    candidate, taken = f"{name}__pg_text", set(names)
-    while candidate in taken:
+    several dimensions, or a lower bound other than 1 (`[0:1]={1,2}`). Deterministic from the table's column names;
+    unique ignoring case, as the lake's names are."""
+    candidate, taken = f"{name}__pg_text", {n.casefold() for n in names}
+    while candidate.casefold() in taken:
         candidate += "_"
     return candidate
+
+
+def with_lake_names(plans: list[ColumnPlan], lake_names: dict[str, str]) -> list[ColumnPlan]:
+    """The plans with each column's lake name (lake_columns.assign) set."""
+    return [dataclasses.replace(p, lake_name=lake_names[p.name]) for p in plans]
+
+
+def recorded_columns(plans: list[ColumnPlan]) -> list[dict[str, str]]:
+    """The columns as the ledger, the manifest and the vault record them: PostgreSQL name, type, lake name."""
+    return [{"name": p.name, "pg_type": p.pg_type, "lake_name": p.output} for p in plans]
 
 
 def quote_ident(name: str) -> str:
@@ -106,22 +124,23 @@ def quote_ident(name: str) -> str:
 def plan_column(column: SourceColumn, *, unsupported_as_text: bool = False) -> ColumnPlan:
     """Decide how to archive one column; raise UnsupportedTypeError for anything unfaithful."""
     ident = quote_ident(column.name)
+    name, shown = column.name, column.type_display
     base = column.base_type
     # Domains: select as the base type so ADBC sees the real type.
     source = f"{ident}::{base}" if column.is_domain else ident
     if base in _NATIVE or column.type_category == "E":
-        return ColumnPlan(column.name, column.type_display, f"{source} AS {ident}")
+        return ColumnPlan(name, shown, source)
     if base == "numeric":
         precision, scale = column.numeric_precision, column.numeric_scale or 0
         if precision is None or precision > DELTA_MAX_DECIMAL_PRECISION or not 0 <= scale <= precision:
-            return ColumnPlan(column.name, column.type_display, f"{ident}::text AS {ident}")
+            return ColumnPlan(name, shown, f"{ident}::text")
         return ColumnPlan(
-            column.name, column.type_display, f"{ident}::text AS {ident}", conversion="decimal",
+            name, shown, f"{ident}::text", conversion="decimal",
             precision=column.numeric_precision, scale=column.numeric_scale or 0,
         )
     if base in _INFINITE:
         return ColumnPlan(
-            column.name, column.type_display, f"{source} AS {ident}",
+            name, shown, source,
             conversion="infinite_date" if base == "date" else "infinite_timestamp", check_infinite=True,
         )
     if base == "interval":
@@ -133,15 +152,15 @@ def plan_column(column: SourceColumn, *, unsupported_as_text: bool = False) -> C
             f"(extract(hour FROM {ident}) * 3600000000 + extract(minute FROM {ident}) * 60000000 "
             f"+ extract(microseconds FROM {ident}))::bigint) END"
         )
-        return ColumnPlan(column.name, column.type_display, f"{expr} AS {ident}")
+        return ColumnPlan(name, shown, expr)
     if base in _TEXT_FORM:
-        return ColumnPlan(column.name, column.type_display, f"{ident}::text AS {ident}")
+        return ColumnPlan(name, shown, f"{ident}::text")
     if column.type_category == "A" and column.element_type:
         if column.element_type in _NATIVE_ARRAY_ELEMENTS:
-            return ColumnPlan(column.name, column.type_display, f"{ident} AS {ident}", check_ndims=True)
-        return ColumnPlan(column.name, column.type_display, f"{ident}::text[] AS {ident}", check_ndims=True)
+            return ColumnPlan(name, shown, ident, check_ndims=True)
+        return ColumnPlan(name, shown, f"{ident}::text[]", check_ndims=True)
     if unsupported_as_text:
-        return ColumnPlan(column.name, column.type_display, f"{ident}::text AS {ident}", notes=["as text"])
+        return ColumnPlan(name, shown, f"{ident}::text", notes=["as text"])
     raise UnsupportedTypeError(
         f"column {column.name!r} has type {column.type_display}, which cannot be archived faithfully to Parquet. "
         "Cast it in a view you archive instead, or set ARCHIVER_UNSUPPORTED_AS_TEXT=true to archive "

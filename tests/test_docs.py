@@ -8,6 +8,8 @@ import pytest
 from shared_code.settings import ENV_PREFIX, Settings
 from shared_code.typemap import MAPPING_DOC
 
+from .test_types_pg import archived  # noqa: F401 - the fixture: a table holding every supported type, archived
+
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 
 
@@ -148,3 +150,66 @@ def test_the_architecture_page_names_only_modules_that_exist():
     assert len(named) > 20
     missing = sorted(n for n in named if not any((base / n).exists() for base in (root, root / "shared_code")))
     assert not missing, f"docs/architecture.md names modules that are not there: {missing}"
+
+
+# -- docs/querying.md, "Types, reader by reader": the DuckDB, Polars and Delta columns as those readers return them ---
+TYPE_SAMPLES = {  # first cell of a row -> the column of tests/test_types_pg.py's table holding that type
+    "`bool`": "b", "`int2`": "i2", "`int4`": "i4", "`int8`": "i8", "`float4`": "f4", "`float8`": "f8",
+    "`numeric(p,s)`, p ≤ 38": "n2", "`numeric` (no precision, or over 38 digits)": "n",
+    "`text`, `varchar`, `char(n)`, `name`": "t", "`bytea`": "by", "`uuid`": "u", "`json`, `jsonb`": "jb", "`date`": "d",
+    "`time`, `timetz`": "tm", "`timestamp` (without time zone)": "tsn", "`timestamptz`": "ts", "`interval`": "iv",
+    "arrays of `bool`, `int2/4/8`, `float4/8`, `text`": "ia", "arrays of other types": "da", "enum": "mood",
+    "`inet`, `cidr`, `macaddr`, `macaddr8`": "ip", "a domain": "pos",
+}
+
+
+def _type_rows() -> list[list[str]]:
+    section = QUERYING.split("## Types, reader by reader", 1)[1].split("\n\n`tsarchive restore` does", 1)[0]
+    lines = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| PostgreSQL")]
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines]
+
+
+def _code(cell: str) -> str:
+    """The first `code` of a cell, without a trailing `...`, with p,s as the sample column's (10,2)."""
+    import re
+
+    found = re.search(r"`([^`]+)`", cell)
+    return found.group(1).replace("(p,s)", "(10,2)").replace("precision=p, scale=s", "precision=10, scale=2") \
+        if found else ""
+
+
+def test_the_reader_by_type_table_is_what_duckdb_and_polars_return(archived):  # noqa: F811 - the imported fixture
+    import glob
+    import re
+
+    import polars as pl
+    from deltalake import DeltaTable
+
+    from shared_code.storage.delta_table import _type_name
+
+    path, _ = archived
+    (log,) = glob.glob(str(path).split("/year=")[0] + "/_delta_log")
+    root = log.rsplit("/", 1)[0]
+    rows = _type_rows()
+    assert [r[0] for r in rows] == list(TYPE_SAMPLES)  # one row per sample, in this order
+    delta = {f.name: f.type for f in DeltaTable(root).schema().fields}
+    duck = {name: kind for name, kind, *_ in _duck().execute(f"DESCRIBE SELECT * FROM delta_scan('{root}')").fetchall()}
+    polars = {name: str(kind) for name, kind in pl.read_delta(root).schema.items()}
+    casts = 0
+    for first, delta_cell, duck_cell, polars_cell, *_, back in rows:
+        column = TYPE_SAMPLES[first]
+        if first == "a domain":
+            assert delta_cell == "as its base type" and _type_name(delta[column]) == "integer"
+            continue
+        stored = delta[column]
+        name = _type_name(stored) if "Array" not in type(stored).__name__ else \
+            f"array<{_type_name(stored.element_type)}>"
+        assert _code(delta_cell) == name, first
+        assert _code(duck_cell) == duck[column], first
+        assert _code(polars_cell) == polars[column], first
+        for expression in re.findall(r"DuckDB `([^`]+)`", back):  # each cast back runs on the ordinary row
+            value = _duck().execute(f"SELECT {expression.replace('x', column)} FROM delta_scan('{root}') "
+                                    "WHERE ts = TIMESTAMPTZ '2020-01-01 00:00:01+00'").fetchone()[0]
+            assert value is not None, expression
+            casts += 1
+    assert casts == 6  # numeric, uuid, json, time, interval, date[]

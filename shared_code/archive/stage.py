@@ -30,7 +30,7 @@ from ..storage.layout import ChunkLayout, chunk_layout
 from ..storage.manifest import PARQUET_KEY, FileEntry, Manifest, archive_digest, new_manifest
 from ..storage.partitioning import PartitionSpec
 from ..storage.vault import Vault
-from ..typemap import ColumnPlan, plan_columns, schema_fingerprint, text_companion
+from ..typemap import ColumnPlan, plan_columns, recorded_columns, schema_fingerprint, text_companion, with_lake_names
 from .writer import ChunkFileWriter
 
 log = logging.getLogger("tsarchive")
@@ -112,12 +112,13 @@ class ChunkArchiver:
             self.lake, layout, job_id=job.id, range_start=job.range_start, range_end=job.range_end,
             time_name=source.time_name, time_type=source.time_type, source_columns=[c.name for c in source.columns],
             checkpoint_interval=s.delta_checkpoint_interval, source=job.table)
+        plans = with_lake_names(plans, destination.lake_names)
         table = destination.table
         manifest = new_manifest(
             kind=str(job.kind), table_schema=job.table_schema, table_name=job.table_name,
             chunk_schema=job.chunk_schema, chunk_name=job.chunk_name, range_start=job.range_start,
             range_end=job.range_end, is_compressed=job.is_compressed,
-            columns=[{"name": p.name, "pg_type": p.pg_type} for p in plans], schema_fingerprint=fingerprint_schema,
+            columns=recorded_columns(plans), schema_fingerprint=fingerprint_schema,
         )
         manifest.table_path, manifest.partition_columns, manifest.job_id = layout.table_dir, list(table.spec.columns), job.id
         destination.sweep_uncommitted()
@@ -181,7 +182,7 @@ class ChunkArchiver:
                     "source_table": job.table, "source_chunk": job.chunk.qualified_chunk, "kind": str(job.kind),
                     "range_start": manifest.range_start, "range_end": manifest.range_end, "rows": writer.rows,
                     "content_hash": digest, "delta_table": layout.table_dir, "delta_version": version,
-                    "columns": [{"name": p.name, "pg_type": p.pg_type} for p in plans],
+                    "columns": recorded_columns(plans),
                     "live_manifest": layout.manifest(), "live_manifest_sha256": hashlib.sha256(manifest_bytes).hexdigest(),
                     "sealed_at": self.clock().isoformat(), "tool": manifest.tool,
                 })
@@ -192,7 +193,7 @@ class ChunkArchiver:
             manifest_path=layout.manifest(), row_count=writer.rows, byte_count=nbytes, content_hash=digest,
             schema_fingerprint=fingerprint_schema, table_path=layout.table_dir, delta_version=version,
             archive_snapshot=snapshot.snapshot, chunk_oid=snapshot.relation_oid,
-            columns=[{"name": p.name, "pg_type": p.pg_type} for p in plans],
+            columns=recorded_columns(plans),
             manifest_sha256=hashlib.sha256(manifest_bytes).hexdigest(),
             vault_manifest=seal.manifest_path if seal else None, vault_manifest_sha256=seal.manifest_sha256 if seal else None,
         )
@@ -211,8 +212,8 @@ class ChunkArchiver:
             return self._write_files_once(job, source, plans, layout, spec, manifest, token)
         except ArraysNeedText as odd:
             log.info("job %s: %s; archiving them as exact text beside the lists", job.id, odd, extra={"job_id": job.id})
-            names = [p.name for p in plans]
-            plans = [dataclasses.replace(p, text_companion=text_companion(p.name, names)) if p.name in odd.columns
+            names = [p.output for p in plans]
+            plans = [dataclasses.replace(p, text_companion=text_companion(p.output, names)) if p.name in odd.columns
                      else p for p in plans]
             return self._write_files_once(job, source, plans, layout, spec, manifest, token)
 

@@ -16,7 +16,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..errors import ArchiverError, UnsupportedTypeError, render_error
-from ..typemap import ColumnPlan
+from ..lake_columns import PG_NAME
+from ..typemap import ColumnPlan, quote_ident
 from .connection import SESSION_SETTINGS, relation_sql
 
 INT64_MAX = 9_223_372_036_854_775_807
@@ -58,23 +59,21 @@ def _odd_array(ident: str) -> str:
 
 
 def _select_sql(rel: str, plans: list[ColumnPlan], where: str = "") -> str:
+    """Each column selected under its lake name (ColumnPlan.output), with the array checks the plans ask for."""
     items = []
     for plan in plans:
-        ident = '"' + plan.name.replace('"', '""') + '"'
+        ident, alias = quote_ident(plan.name), quote_ident(plan.output)
         if plan.check_ndims and plan.text_companion:
             # a list where the list is exact, PostgreSQL's text (dimensions and bounds included) where it is not
-            expression, alias = plan.select_sql.rsplit(" AS ", 1)
-            companion = '"' + plan.text_companion.replace('"', '""') + '"'
-            items.append(f"CASE WHEN {_odd_array(ident)} THEN NULL ELSE {expression} END AS {alias}")
-            items.append(f"CASE WHEN {_odd_array(ident)} THEN {ident}::text END AS {companion}")
+            items.append(f"CASE WHEN {_odd_array(ident)} THEN NULL ELSE {plan.expression} END AS {alias}")
+            items.append(f"CASE WHEN {_odd_array(ident)} THEN {ident}::text END AS {quote_ident(plan.text_companion)}")
             continue
         if plan.check_ndims:
             # ADBC cannot decode such arrays at all: keep them out of the stream, and flag that they exist
-            expression, alias = plan.select_sql.rsplit(" AS ", 1)
             items.append(f"CASE WHEN {_odd_array(ident)} THEN 1 ELSE 0 END AS {plan.ndims_column()}")
-            items.append(f"CASE WHEN {_odd_array(ident)} THEN NULL ELSE {expression} END AS {alias}")
+            items.append(f"CASE WHEN {_odd_array(ident)} THEN NULL ELSE {plan.expression} END AS {alias}")
             continue
-        items.append(plan.select_sql)
+        items.append(f"{plan.expression} AS {alias}")
     return f"SELECT {', '.join(items) or '1'} FROM {rel}{where}"
 
 
@@ -94,12 +93,12 @@ def output_schema(source: pa.Schema, plans: list[ColumnPlan], meta: dict[bytes, 
     """The Parquet schema: source types after fix-ups, each field tagged with its PostgreSQL type."""
     fields = []
     for plan in plans:
-        src = source.field(plan.name)
-        fields.append(pa.field(plan.name, _target_type(plan, src.type), nullable=True,
-                               metadata={b"pg_type": plan.pg_type.encode()}))
+        src = source.field(plan.output)
+        tags = {b"pg_type": plan.pg_type.encode(), PG_NAME.encode(): plan.name.encode()}
+        fields.append(pa.field(plan.output, _target_type(plan, src.type), nullable=True, metadata=tags))
         if plan.text_companion:
             fields.append(pa.field(plan.text_companion, pa.string(), nullable=True,
-                                   metadata={b"pg_type": plan.pg_type.encode(), b"text_of": plan.name.encode()}))
+                                   metadata={**tags, b"text_of": plan.output.encode()}))
     return pa.schema(fields, metadata=meta)
 
 
@@ -123,7 +122,7 @@ def convert_batch(batch: pa.RecordBatch, plans: list[ColumnPlan], schema: pa.Sch
     fields = iter(schema)
     for plan in plans:
         field = next(fields)
-        column = batch.column(plan.name)
+        column = batch.column(plan.output)
         if isinstance(column, pa.ChunkedArray):
             column = column.combine_chunks()
         if plan.conversion == "decimal":

@@ -23,7 +23,7 @@ from .context import RestoreContext
 if TYPE_CHECKING:
     import pyarrow as pa
 
-Columns = list[dict[str, str]]  # [{"name": ..., "pg_type": ...}] as recorded when the chunk was archived
+Columns = list[dict[str, str]]  # [{"name": ..., "pg_type": ...}] as recorded when the chunk was archived (PostgreSQL names)
 
 
 def jobs_for(ctx: RestoreContext, table: str, start: Bound, end: Bound) -> list[Job]:
@@ -87,7 +87,7 @@ def _trusted_manifest(ctx: RestoreContext, job: Job) -> tuple[Manifest, Columns]
         manifest = Manifest.from_json(raw)
     except (ValueError, TypeError, KeyError) as error:
         raise VerificationError(f"the manifest {job.manifest_path} is unreadable ({error}); not restoring") from None
-    if job.columns:
+    if job.columns:  # the ledger's names and types; the lake's names (lake_name) are mapped back in lake_batches
         return manifest, [{"name": str(c["name"]), "pg_type": str(c["pg_type"])} for c in job.columns]
     columns = []
     for column in manifest.columns:
@@ -114,25 +114,46 @@ def union_columns(checked_jobs: list[tuple[Job, Columns]]) -> Columns:
     return [{"name": n, "pg_type": t} for n, t in out.items()]
 
 
+def lake_names(job: Job) -> dict[str, str]:
+    """Lake name -> PostgreSQL name of a job's columns and their text companions, where the two differ (the ledger
+    records both; a job archived before lake names has none that differ)."""
+    recorded = [c for c in job.columns or [] if isinstance(c, dict)]
+    names = [str(c["name"]) for c in recorded]
+    lake = [str(c.get("lake_name") or c["name"]) for c in recorded]
+    out = {}
+    for name, stored in zip(names, lake, strict=True):
+        if stored != name:
+            out[stored] = name
+            out[text_companion(stored, lake)] = text_companion(name, names)
+    return out
+
+
 def lake_batches(ctx: RestoreContext, job: Job, rows: TimeFilter | None, columns: list[str] | None = None
                  ) -> Iterator[pa.RecordBatch]:
-    """The job's archived rows in [rows), as Arrow batches read from its (already checked) files."""
+    """The job's archived rows in [rows), as Arrow batches under their PostgreSQL names, read from its (already
+    checked) files; `columns` (PostgreSQL names) narrows the read."""
     import pyarrow.parquet as pq
 
+    renames = lake_names(job)
+    stored = {name: lake for lake, name in renames.items()}
+    wanted = [stored.get(c, c) for c in columns] if columns is not None else None
     for path in job.lake_paths:
         with ctx.lake.open_read(path) as handle:
-            for batch in pq.ParquetFile(handle).iter_batches(batch_size=65_536, columns=columns):
+            for batch in pq.ParquetFile(handle).iter_batches(batch_size=65_536, columns=wanted):
+                if renames:
+                    batch = batch.rename_columns([renames.get(n, n) for n in batch.schema.names])
                 batch = rows.apply(batch) if rows else batch
                 if batch.num_rows:
                     yield batch
 
 
 def lake_companions(ctx: RestoreContext, job: Job, names: list[str]) -> set[str]:
-    """Array columns whose exact text the archive kept beside them (their companion is in the files)."""
+    """Array columns (PostgreSQL names) whose exact text the archive kept beside them (their companion is in the files)."""
     import pyarrow.parquet as pq
 
+    renames = lake_names(job)
     present: set[str] = set()
     for path in job.lake_paths:
         with ctx.lake.open_read(path) as handle:
-            present.update(pq.ParquetFile(handle).schema_arrow.names)
+            present.update(renames.get(n, n) for n in pq.ParquetFile(handle).schema_arrow.names)
     return {n for n in names if text_companion(n, names) in present}

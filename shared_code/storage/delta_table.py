@@ -16,7 +16,9 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .. import lake_columns
 from ..errors import ArchiverError, OfflineError, SchemaEvolutionError, render_error
+from ..lake_columns import PG_NAME
 from .layout import DELTA_LOG
 from .partitioning import PartitionSpec
 
@@ -92,17 +94,37 @@ class ArchiveTable:
                     f"tsarchive rehydrate --hypertable {self.source}") from None
             raise
 
-    def active_files(self) -> dict[str, int]:
-        """Data files in the latest version: table-relative path -> size."""
+    def active_files(self, table: Any = None) -> dict[str, int]:
+        """Data files in the latest version (or in `table`, a snapshot just loaded): table-relative path -> size."""
         import pyarrow as pa
 
-        table = self.load()
+        table = table or self.load()
         if table is None:
             return {}
         actions = pa.table(table.get_add_actions(flatten=True))
         return dict(zip(actions.column("path").to_pylist(), actions.column("size_bytes").to_pylist(), strict=True))
 
     # -- schema -------------------------------------------------------------------------------
+    @staticmethod
+    def recorded_names(table: Any) -> tuple[dict[str, str], list[str]]:
+        """(PostgreSQL name -> lake name of each data column, every column name) of a loaded table; ({}, []) if none.
+
+        A field without `pg_name` (archived before lake names) is its own PostgreSQL name. Partition columns and
+        text companions are not data columns.
+        """
+        if table is None:
+            return {}, []
+        partitions = set(table.metadata().partition_columns)
+        mapping: dict[str, str] = {}
+        names = []
+        for delta_field in table.schema().fields:
+            names.append(delta_field.name)
+            meta = delta_field.metadata or {}
+            if delta_field.name in partitions or "text_of" in meta:
+                continue
+            mapping.setdefault(str(meta.get(PG_NAME, delta_field.name)), delta_field.name)
+        return mapping, names
+
     def _check_partitioning(self, table) -> None:
         existing = list(table.metadata().partition_columns)
         if existing != list(self.spec.columns):
@@ -143,10 +165,13 @@ class ArchiveTable:
                     )
             if not added:
                 return []
-            fields = [Field(f.name, Schema.from_arrow(pa_schema([f])).fields[0].type, nullable=True) for f in added]
+            fields = [Field(f.name, Schema.from_arrow(pa_schema([f.remove_metadata()])).fields[0].type, nullable=True,
+                            metadata={k.decode(): v.decode() for k, v in (f.metadata or {}).items()})
+                      for f in added]
             try:
                 table.alter.add_columns(fields)
             except Exception as error:  # noqa: BLE001 - a concurrent archiver changed the table: look again
+                self._refuse_schema(error, [f.name for f in added])
                 last_error = error
                 time.sleep(0.05)
                 continue
@@ -154,6 +179,17 @@ class ArchiveTable:
             return [f.name for f in added]
         raise ArchiverError(f"could not add columns to the archive table of {self.source}: {last_error}; "
                             "the next run retries")
+
+    def _refuse_schema(self, error: Exception, columns: list[str]) -> None:
+        """A schema delta-rs will not hold, as one terminal message with the way out instead of its own text."""
+        if "Schema error" not in str(error) and type(error).__name__ != "SchemaMismatchError":
+            return
+        problems = lake_columns.reader_problems(columns)
+        raise SchemaEvolutionError(
+            f"the archive table of {self.source} cannot take column(s) {', '.join(map(repr, columns))}"
+            f"{' (' + '; '.join(problems) + ')' if problems else ''}: {render_error(error)}. Archive into a new table "
+            f"with ARCHIVER_LAKE_TABLE_NAMES='{self.source}={self.source}_v2' (its columns get names every reader "
+            "takes), then `tsarchive retry` the failed jobs") from None
 
     # -- commits --------------------------------------------------------------------------------
     def commit(self, adds: list[DataFile], removes: dict[str, int], data_schema: pa.Schema,
@@ -196,6 +232,7 @@ class ArchiveTable:
                     return self._version_of(metadata, -1)
                 except Exception as error:  # noqa: BLE001 - another archiver created it first: append instead
                     if self.load() is None:
+                        self._refuse_schema(error, schema.names)
                         raise
                     landed = self._version_of(metadata, -1)
                     if landed is not None:  # ours after all: never append it a second time

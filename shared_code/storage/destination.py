@@ -7,12 +7,29 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 
+from .. import lake_columns
 from .delta_table import ArchiveTable
 from .lake import Lake
 from .layout import ChunkLayout
 from .partitioning import PartitionKey, PartitionSpec, month_keys
 
 log = logging.getLogger("tsarchive")
+
+
+_warned: set[str] = set()
+
+
+def _warn_unreadable(source: str, names: list[str]) -> None:
+    """Once per table and process: a table archived before lake names may hold names Spark-based readers refuse."""
+    problems = lake_columns.reader_problems(names)
+    if problems and source not in _warned:
+        _warned.add(source)
+        log.warning("the archive table of %s was created before its column names were made safe for every reader: %s. "
+                    "Spark-based readers (Databricks, Fabric notebooks, Synapse Spark) refuse it; DuckDB, delta-rs, "
+                    "Polars and Synapse serverless read it. Its existing names stay (a lake name never changes) and new "
+                    "columns get safe ones; to make every name safe, archive into a new table with "
+                    "ARCHIVER_LAKE_TABLE_NAMES='%s=%s_v2' (docs/querying.md, Column names)",
+                    source, "; ".join(problems), source, source)
 
 
 @dataclass(frozen=True)
@@ -25,15 +42,24 @@ class ArchiveDestination:
     job_id: int
     range_start: datetime | int | None
     range_end: datetime | int | None
+    lake_names: dict[str, str]  # each source column's name in the table (lake_columns.py)
+    active: dict[str, int]  # the table's live files when it was opened (path in table -> size)
 
     @classmethod
     def open(cls, lake: Lake, layout: ChunkLayout, *, job_id: int, range_start: datetime | int | None,
              range_end: datetime | int | None, time_name: str, time_type: str, source_columns: list[str],
              checkpoint_interval: int, source: str) -> ArchiveDestination:
-        """The job's Delta table (partitioned by its time column, partition names clear of the source's columns)."""
-        spec = PartitionSpec.for_table(time_name, time_type, source_columns)
+        """The job's Delta table: each source column's lake name (kept if the table has it, else derived clear of
+        every name the table has), and the partition columns (clear of the data columns' lake names)."""
+        probe = ArchiveTable(lake, layout.table_dir, PartitionSpec("", (), integer=False), source=source)
+        loaded = probe.load()
+        existing, names = ArchiveTable.recorded_names(loaded)
+        _warn_unreadable(source, names)
+        lake_names = lake_columns.assign(source_columns, existing, reserved=names)
+        spec = PartitionSpec.for_table(lake_names[time_name], time_type, list(lake_names.values()))
         table = ArchiveTable(lake, layout.table_dir, spec, checkpoint_interval=checkpoint_interval, source=source)
-        return cls(lake, layout, table, job_id, range_start, range_end)
+        active = probe.active_files(loaded) if loaded is not None else {}
+        return cls(lake, layout, table, job_id, range_start, range_end, lake_names, active)
 
     @property
     def spec(self) -> PartitionSpec:
@@ -57,7 +83,7 @@ class ArchiveDestination:
         for path in lake.list_files(layout.staging_root):
             if path[len(layout.staging_root) + 1:].startswith(f"{self.job_id}-"):
                 lake.delete(path)
-        active = self.table.active_files()
+        active = self.active
         for folder in self.partition_folders():
             for path in lake.list_files(f"{layout.table_dir}/{folder}"):
                 if layout.is_job_file(path) and layout.in_table(path) not in active:

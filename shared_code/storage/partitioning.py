@@ -4,7 +4,8 @@ Time columns (timestamptz, timestamp, date): `year=YYYY/month=M`, the UTC year a
 so Hive-style readers infer the same integer the Delta log records). A chunk that crosses a month boundary is split,
 so a partition folder never holds rows of another month.
 Integer time columns: `range_start=N`, the start of the row's source chunk range (rows lie in [N, chunk end)).
-If the source table already has a column of that name, the partition column is prefixed with `archive_`.
+If the table's data columns (by their lake names, ignoring case) already have such a name, the partition column is
+prefixed with `archive_`.
 Rows whose time is NULL or +/-infinity go to Delta's null partition (`__HIVE_DEFAULT_PARTITION__`).
 """
 
@@ -31,7 +32,7 @@ PartitionKey = tuple[int | None, ...]
 
 
 def _free_name(name: str, taken: set[str]) -> str:
-    return name if name not in taken else f"archive_{name}"
+    return name if name not in taken else f"archive_{name}"  # `taken` is casefolded: readers match names ignoring case
 
 
 @dataclass(frozen=True)
@@ -43,8 +44,9 @@ class PartitionSpec:
     integer: bool
 
     @classmethod
-    def for_table(cls, time_column: str, time_type: str, source_columns: list[str]) -> PartitionSpec:
-        taken = set(source_columns)
+    def for_table(cls, time_column: str, time_type: str, data_columns: list[str]) -> PartitionSpec:
+        """`time_column` and `data_columns` by their lake names."""
+        taken = {c.casefold() for c in data_columns}
         if time_type in INTEGER_TYPES:
             return cls(time_column, (_free_name("range_start", taken),), integer=True)
         if time_type in TIME_TYPES:
