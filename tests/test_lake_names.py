@@ -261,3 +261,23 @@ def test_a_table_archived_before_lake_names_keeps_working(native_tsdb, tmp_path,
     live = run_live_query(settings_for(box.dsn, lake_dir, **overrides), lake,
                           f'SELECT count(*), sum("New Col") FROM {table}')
     assert live.rows[0] == (2100, sum(range(100)))
+
+
+def test_a_schema_delta_refuses_is_one_terminal_message_with_the_way_out(tmp_path):
+    """Reached only when the lake table was changed outside tsarchive: delta-rs's own refusal, said once, not retried."""
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    from shared_code.errors import SchemaEvolutionError, is_terminal
+    from shared_code.storage.delta_table import ArchiveTable
+    from shared_code.storage.partitioning import PartitionSpec
+
+    lake = Lake((tmp_path / "lake").as_uri())
+    spec = PartitionSpec("ts", (), integer=False)
+    table = ArchiveTable(lake, "public.t", spec, source="public.t")
+    write_deltalake(lake.delta_uri("public.t"), pa.table({"ts": pa.array([1], pa.int64()), "value": [1]}))
+    with pytest.raises(SchemaEvolutionError) as refused:
+        table.evolve(pa.schema([pa.field("ts", pa.int64()), pa.field("VALUE", pa.int64())]))
+    message = str(refused.value)
+    assert is_terminal(refused.value)
+    assert "public.t" in message and "'VALUE'" in message and "ARCHIVER_LAKE_TABLE_NAMES='public.t=public.t_v2'" in message

@@ -161,7 +161,9 @@ class ArchiveTable:
                         f"column {arrow_field.name!r} of {self.source} is now {wanted} in the source, but the archive "
                         f"table stores it as {_type_name(known.type)}. Delta (reader 1 / writer 2) cannot change a column's "
                         "type. Either restore the column's type, or archive into a new table by setting "
-                        f"ARCHIVER_LAKE_TABLE_NAMES='{self.source}={self.source}_v2' (the old table stays readable)."
+                        f"ARCHIVER_LAKE_TABLE_NAMES='{self.source}={self.source}_v2' (the old table stays readable); "
+                        "then `tsarchive run` (or `tsarchive retry JOB`) archives what this stopped; the timer does not "
+                        "resend it."
                     )
             if not added:
                 return []
@@ -189,7 +191,7 @@ class ArchiveTable:
             f"the archive table of {self.source} cannot take column(s) {', '.join(map(repr, columns))}"
             f"{' (' + '; '.join(problems) + ')' if problems else ''}: {render_error(error)}. Archive into a new table "
             f"with ARCHIVER_LAKE_TABLE_NAMES='{self.source}={self.source}_v2' (its columns get names every reader "
-            "takes), then `tsarchive retry` the failed jobs") from None
+            "takes), then `tsarchive run` (or `tsarchive retry JOB`); the timer does not resend it") from None
 
     # -- commits --------------------------------------------------------------------------------
     def commit(self, adds: list[DataFile], removes: dict[str, int], data_schema: pa.Schema,
