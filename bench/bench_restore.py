@@ -1,7 +1,8 @@
-"""Restore benchmark: `tsarchive restore --hypertable` (lake -> staging -> target, with the per-chunk row-hash proof)
-against raw `COPY ... FROM STDIN (FORMAT binary)` of the same rows, side by side in one run.
+"""Restore benchmark: `tsarchive restore --hypertable --from --to --into` (lake -> target, with the per-chunk row-hash
+proof) of one day of an archived 7-day chunk, against raw `COPY ... FROM STDIN (FORMAT binary)` of the same rows into
+an empty table, side by side in one run.
 
-Usage: .venv/bin/python bench/bench_restore.py [--rows 1000000] [--targets pg,tsdb] [--runs 3]
+Usage: .venv/bin/python bench/bench_restore.py [--rows 5040000] [--targets pg,tsdb] [--runs 3] [--baseline REV]
 Needs `make services` (the `tsdb` target also the native TimescaleDB). Each figure is a whole process (wall seconds,
 user+sys CPU, peak RSS), median of --runs. Writes bench/results/restore-<stamp>.json.
 """
@@ -22,7 +23,7 @@ import psycopg
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
-from bench_archive import CHILD, COLUMNS, ROWS_SQL, SERVERS  # noqa: E402 - one definition of the chunk and timer
+from bench_archive import BASELINE_LAUNCHER, CHILD, COLUMNS, ROWS_SQL, SERVERS  # noqa: E402 - one chunk, one timer
 
 BIN = Path(sys.executable).parent
 DB = "tsarchive_bench_restore"
@@ -44,13 +45,18 @@ def timed(argv: list[str], env: dict[str, str]) -> dict[str, float]:
     return {"wall_s": float(wall), "cpu_s": float(cpu), "rss_mib": int(rss) / 1024}
 
 
-def bench(target: str, rows: int, runs: int) -> dict:
+DAYS = 7  # the chunk spans a week; the restore asks for its first day (1/7 of the rows)
+
+
+def bench(target: str, rows: int, runs: int, baseline: list[str] | None = None) -> dict:
+    """Archive a `rows`-row chunk, then restore its first day `runs` times (and with `baseline`, that revision's CLI
+    interleaved), beside COPY BINARY of the same rows into an empty table."""
     base, label = SERVERS[target]
     with psycopg.connect(f"{base}/postgres", autocommit=True) as admin:
         admin.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
         admin.execute(f"CREATE DATABASE {DB}")
     dsn = f"{base}/{DB}"
-    step = max(1, (30 * 86_400_000) // rows)  # all rows inside one month: one chunk / partition
+    step = max(1, (DAYS * 86_400_000) // rows)  # all rows inside one week: one chunk / partition
     with psycopg.connect(dsn, autocommit=True) as conn:
         if target == "tsdb":
             conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
@@ -70,44 +76,78 @@ def bench(target: str, rows: int, runs: int) -> dict:
     else:
         env["ARCHIVER_INCLUDE"] = "public.bench"
     subprocess.run([str(BIN / "tsarchive"), "run"], env=env, check=True, capture_output=True)
-    restore, copy_in = [], []
+    day = ["--from", "2020-01-01T00:00:00+00:00", "--to", "2020-01-02T00:00:00+00:00"]
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE TABLE bench_rows ({COLUMNS})")  # what the restore must put back, for the check
+        conn.execute(f"INSERT INTO bench_rows {ROWS_SQL.format(step=step, rows=rows)}")
+        conn.execute("DELETE FROM bench_rows WHERE ts >= '2020-01-02T00:00:00+00:00'")
+        wanted = conn.execute("SELECT count(*) FROM bench_rows").fetchone()[0]
+    restore, copy_in, before = [], [], []
     binary = work / "rows.bin"
-    for run in range(runs):
-        restore.append(timed([str(BIN / "tsarchive"), "restore", "--hypertable", "public.bench", "--from", "2019-01-01",
-                              "--to", "2021-01-01", "--into", f"public.restored_{run}", "--json"], env))
-        if run == 0:
-            with psycopg.connect(dsn, autocommit=True) as conn, open(binary, "wb") as out, \
-                    conn.cursor().copy("COPY restored_0 TO STDOUT (FORMAT binary)") as copy:
-                for block in copy:
-                    out.write(block)
+    with psycopg.connect(dsn, autocommit=True) as conn, open(binary, "wb") as out, \
+            conn.cursor().copy("COPY bench_rows TO STDOUT (FORMAT binary)") as copy:
+        for block in copy:
+            out.write(block)
+    for run in range(runs):  # interleaved, so drift on a noisy machine hits every path alike
+        restore.append(timed([str(BIN / "tsarchive"), "restore", "--hypertable", "public.bench", *day,
+                              "--into", f"public.restored_{run}", "--json"], env))
+        if baseline:
+            before.append(timed([*baseline, "restore", "--hypertable", "public.bench", *day,
+                                 "--into", f"public.before_{run}", "--json"], env))
         copy_in.append(timed([sys.executable, "-c", COPY_IN, dsn, f"copied_{run}", str(binary)], env))
     with psycopg.connect(dsn, autocommit=True) as conn:
-        counts = {conn.execute(f"SELECT count(*) FROM restored_{r}").fetchone()[0] for r in range(runs)}
-    assert counts == {rows}, counts
+        for r in range(runs):
+            for table in [f"restored_{r}", *([f"before_{r}"] if baseline else [])]:
+                differ = conn.execute(f"SELECT count(*) FROM ((TABLE bench_rows EXCEPT ALL TABLE {table}) UNION ALL "
+                                      f"(TABLE {table} EXCEPT ALL TABLE bench_rows)) d").fetchone()[0]
+                assert differ == 0, f"{table} differs from the rows in {differ} rows"
 
     def median(samples: list[dict[str, float]]) -> dict[str, float]:
         return {k: statistics.median(s[k] for s in samples) for k in samples[0]}
 
-    out = {"target": label, "rows": rows, "runs": runs, "restore": median(restore), "copy_binary_in": median(copy_in)}
-    out["copy_over_restore"] = out["copy_binary_in"]["wall_s"] / out["restore"]["wall_s"]
-    out["restore_rows_per_s"] = rows / out["restore"]["wall_s"]
+    out = {"target": label, "rows": wanted, "chunk_rows": rows, "runs": runs, "restore": median(restore),
+           "copy_binary_in": median(copy_in), **({"baseline_restore": median(before)} if baseline else {})}
+    out["restore_vs_copy"] = out["copy_binary_in"]["wall_s"] / out["restore"]["wall_s"]  # rows/s over rows/s
+    out["restore_rows_per_s"] = wanted / out["restore"]["wall_s"]
     return out
+
+
+def markdown(results: list[dict]) -> str:
+    lines = ["| target | rows restored (of chunk) | restore s | restore CPU s | restore peak RSS MiB | COPY BINARY in s "
+             "| COPY CPU s | restore speed vs COPY | baseline restore s / CPU s / RSS MiB |", "|" + "---|" * 9]
+    for r in results:
+        base = r.get("baseline_restore")
+        lines.append(f"| {r['target']} | {r['rows']:,} ({r['chunk_rows']:,}) | {r['restore']['wall_s']:.2f} | "
+                     f"{r['restore']['cpu_s']:.2f} | {r['restore']['rss_mib']:.0f} | {r['copy_binary_in']['wall_s']:.2f} | "
+                     f"{r['copy_binary_in']['cpu_s']:.2f} | {r['restore_vs_copy']:.2f} | "
+                     + (f"{base['wall_s']:.2f} / {base['cpu_s']:.2f} / {base['rss_mib']:.0f} |" if base else "- |"))
+    return "\n".join(lines)
+
+
+def baseline_cli(revision: str) -> tuple[list[str], Path]:
+    """Another revision's tsarchive CLI, checked out in a temporary worktree and run by this interpreter."""
+    worktree = Path(tempfile.mkdtemp(prefix="tsarchive-baseline-")) / "checkout"
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-f", str(worktree), revision],
+                   check=True, capture_output=True)
+    return [sys.executable, "-c", BASELINE_LAUNCHER, str(worktree)], worktree
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--targets", default="pg")
+    parser.add_argument("--rows", type=int, default=5_040_000)
+    parser.add_argument("--targets", default="pg,tsdb")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--baseline", metavar="REV", help="also restore with this git revision's CLI, interleaved")
     args = parser.parse_args()
-    results = [bench(t, args.rows, args.runs) for t in args.targets.split(",")]
+    baseline, worktree = baseline_cli(args.baseline) if args.baseline else (None, None)
+    try:
+        results = [bench(t, args.rows, args.runs, baseline) for t in args.targets.split(",")]
+    finally:
+        if worktree:
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(worktree)], capture_output=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M")
     (ROOT / "bench" / "results" / f"restore-{stamp}.json").write_text(json.dumps(results, indent=2) + "\n")
-    print("| target | rows | restore s | restore CPU s | restore RSS MiB | COPY BINARY in s | COPY / restore |")
-    print("|---|---|---|---|---|---|---|")
-    for r in results:
-        print(f"| {r['target']} | {r['rows']:,} | {r['restore']['wall_s']:.2f} | {r['restore']['cpu_s']:.2f} | "
-              f"{r['restore']['rss_mib']:.0f} | {r['copy_binary_in']['wall_s']:.2f} | {r['copy_over_restore']:.2f} |")
+    print(markdown(results))
 
 
 if __name__ == "__main__":

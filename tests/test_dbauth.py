@@ -35,11 +35,13 @@ def test_token_is_the_password_and_connects(pg_dsn):
     assert "password=" in dsn and "eyJ0eXAiOiJKV1Qi" in dsn
     with psycopg.connect(dsn) as conn:  # the local server trusts loopback, so any token is accepted
         assert conn.info.password == "eyJ0eXAiOiJKV1Qi.payload/with=odd+chars"
-    import adbc_driver_postgresql.dbapi as adbc
+    from shared_code.database.adbc import ArrowConnection
 
-    with adbc.connect(dsn) as conn, conn.cursor() as cur:
-        cur.execute("SELECT 1")
-        assert cur.fetchone() == (1,)
+    conn = ArrowConnection(dsn)  # the connection the extraction uses
+    try:
+        assert conn.cursor().execute("SELECT 1").fetchone() == (1,)
+    finally:
+        conn.close()
 
 
 def test_token_failure_is_a_clear_error(pg_dsn):

@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 from ..errors import ArchiverError, UnsupportedTypeError, render_error
 from ..lake_columns import PG_NAME
 from ..typemap import ColumnPlan, quote_ident
+from .adbc import BATCH_SIZE_HINT, ArrowConnection, ArrowCursor
 from .connection import SESSION_SETTINGS, relation_sql
 
 INT64_MAX = 9_223_372_036_854_775_807
@@ -178,19 +179,17 @@ class Extractor:
         self.dsn, self.batch_size_bytes = dsn, batch_size_bytes  # dsn() per connect: an Entra token may have expired
         self.lock_timeout_ms = lock_timeout_ms
         self.max_streams, self.min_pages_per_stream = max(1, max_streams), min_pages_per_stream
-        self._idle: list[Any] = []
+        self._idle: list[ArrowConnection] = []
 
     def close(self) -> None:
         while self._idle:
             _close_quietly(self._idle.pop())
 
-    def _take(self) -> Any:
+    def _take(self) -> ArrowConnection:
         if self._idle:
             return self._idle.pop()
-        import adbc_driver_postgresql.dbapi as adbc
-
         try:
-            conn = adbc.connect(self.dsn(), autocommit=True)
+            conn = ArrowConnection(self.dsn())
         except Exception as error:  # ADBC raises driver-specific classes
             raise ArchiverError(f"cannot open an extraction connection: {render_error(error)}") from None
         cursor = conn.cursor()
@@ -204,7 +203,7 @@ class Extractor:
         return conn
 
     @contextmanager
-    def connection(self) -> Iterator[Any]:
+    def connection(self) -> Iterator[ArrowConnection]:
         """A pooled ADBC connection with the session settings; closed instead of pooled if the work failed."""
         conn = self._take()
         try:
@@ -228,7 +227,7 @@ class Extractor:
         """
         rel = relation_sql(schema, name)
         ranges = page_ranges(pages, self.streams_for(pages))
-        conns: list[Any] = []
+        conns: list[ArrowConnection] = []
         healthy = False
         stop = threading.Event()
         threads: list[threading.Thread] = []
@@ -251,7 +250,7 @@ class Extractor:
                 cursors.append(cursor)
             readers = []
             for cursor, (low, high) in zip(cursors, ranges, strict=True):
-                cursor.adbc_statement.set_options(**{"adbc.postgresql.batch_size_hint_bytes": str(self.batch_size_bytes)})
+                cursor.set_options(**{BATCH_SIZE_HINT: str(self.batch_size_bytes)})
                 cursor.execute(_select_sql(rel, plans, ctid_filter(low, high)))
                 readers.append(cursor.fetch_record_batch())
             out_schema = output_schema(readers[0].schema, plans, meta)
@@ -283,11 +282,11 @@ class Extractor:
                     _close_quietly(conn)
 
 
-def query_batches(cursor: Any, rel: str, plans: list[ColumnPlan], where: str = "", *,
+def query_batches(cursor: ArrowCursor, rel: str, plans: list[ColumnPlan], where: str = "", *,
                   batch_size_bytes: int | None = None) -> Iterator[pa.RecordBatch]:
     """Rows of `rel` (filtered by a WHERE clause the caller built from checked values), as the archive's Arrow types."""
     if batch_size_bytes:
-        cursor.adbc_statement.set_options(**{"adbc.postgresql.batch_size_hint_bytes": str(batch_size_bytes)})
+        cursor.set_options(**{BATCH_SIZE_HINT: str(batch_size_bytes)})
     cursor.execute(_select_sql(rel, plans, where))
     reader = cursor.fetch_record_batch()
     schema = output_schema(reader.schema, plans, {})

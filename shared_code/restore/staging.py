@@ -99,7 +99,7 @@ def stage(cursor: Any, batches: Iterator[pa.RecordBatch], stage_name: str, hashe
             cursor.executemany(insert, batch)
     else:
         reader = pa.RecordBatchReader.from_batches(head.schema, _chain(head, prepared))
-        cursor.adbc_ingest(stage_name, reader, mode="create", db_schema_name=RESTORE_SCHEMA, temporary=False)
+        cursor.ingest(stage_name, reader, schema=RESTORE_SCHEMA, create=True)
     literal = "'" + rel.replace("'", "''") + "'"
     cursor.execute("SELECT a.attname::text, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
                    f"WHERE a.attrelid = {literal}::regclass AND a.attnum > 0 AND NOT a.attisdropped")
