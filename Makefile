@@ -12,7 +12,9 @@ export TSARCHIVE_TSDB_PORT ?= 55433
 
 CHECKOV := .venv-checkov/bin/checkov
 
-setup: $(STAMP) tools/node_modules/.installed $(CHECKOV)
+SPARK := .venv-spark/.installed
+
+setup: $(STAMP) tools/node_modules/.installed $(CHECKOV) $(SPARK)
 	@command -v initdb >/dev/null 2>&1 || test -x /usr/lib/postgresql/15/bin/initdb || $(MAKE) --no-print-directory postgres-apt
 	@echo "setup done: $(BIN)/tsarchive"
 
@@ -34,6 +36,12 @@ $(STAMP): requirements.txt requirements-cli.txt requirements-dev.txt pyproject.t
 $(CHECKOV):
 	test -x .venv-checkov/bin/python || $(PYTHON) -m venv .venv-checkov
 	.venv-checkov/bin/pip install -q checkov==3.3.30
+
+# The PySpark client needs pandas, which must stay out of .venv (docs/performance.md): the Spark reader test's own venv.
+$(SPARK): requirements-spark.txt
+	test -x .venv-spark/bin/python || $(PYTHON) -m venv .venv-spark
+	.venv-spark/bin/pip install -q -r requirements-spark.txt
+	touch $@
 
 tools/node_modules/.installed: tools/package.json tools/package-lock.json
 	cd tools && npm ci --no-audit --no-fund --loglevel=error
@@ -80,4 +88,4 @@ bench-smoke: services
 	$(BIN)/python bench/bench_archive.py --smoke
 
 clean: services-stop
-	rm -rf .local .venv-checkov
+	rm -rf .local .venv-checkov .venv-spark

@@ -75,13 +75,11 @@ def bench(target: str, rows: int, runs: int, baseline: list[str] | None = None) 
         env["ARCHIVER_PARTITIONED_TABLES"] = "public.bench"
     else:
         env["ARCHIVER_INCLUDE"] = "public.bench"
-    subprocess.run([str(BIN / "tsarchive"), "run"], env=env, check=True, capture_output=True)
     day = ["--from", "2020-01-01T00:00:00+00:00", "--to", "2020-01-02T00:00:00+00:00"]
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(f"CREATE TABLE bench_rows ({COLUMNS})")  # what the restore must put back, for the check
-        conn.execute(f"INSERT INTO bench_rows {ROWS_SQL.format(step=step, rows=rows)}")
-        conn.execute("DELETE FROM bench_rows WHERE ts >= '2020-01-02T00:00:00+00:00'")
+    with psycopg.connect(dsn, autocommit=True) as conn:  # what the restore must put back, kept for the check
+        conn.execute("CREATE TABLE bench_rows AS SELECT * FROM bench WHERE ts < '2020-01-02T00:00:00+00:00'")
         wanted = conn.execute("SELECT count(*) FROM bench_rows").fetchone()[0]
+    subprocess.run([str(BIN / "tsarchive"), "run"], env=env, check=True, capture_output=True)
     restore, copy_in, before = [], [], []
     binary = work / "rows.bin"
     with psycopg.connect(dsn, autocommit=True) as conn, open(binary, "wb") as out, \

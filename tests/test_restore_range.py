@@ -225,3 +225,35 @@ def test_types_archived_as_text_come_back_as_their_type(pg_dsn, tmp_path):
         types = dict(conn.execute("SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute WHERE "
                                   "attrelid = %s::regclass AND attnum > 0", (result.target,)).fetchall())
     assert types["r"] == "int4range" and types["bits"] == "bit varying(8)" and types["pa"] == "pair[]"
+
+
+def test_straight_load_and_its_fallback_through_staging_are_both_exact(pg_dsn, tmp_path, caplog):
+    """Every column a direct type: the rows go straight into the target (COPY from Arrow, jsonb behind its version
+    byte, char(n) padding, numeric(p,s), naive timestamps). One chunk holding an infinity goes through staging
+    instead; both come back value for value."""
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE plain (ts timestamptz NOT NULL, naive timestamp, d date, n numeric(10,2), j jsonb, "
+                     "js json, ch char(4), vc varchar(5), b bytea, f real, i int2, big int8, ok bool, t text) "
+                     "PARTITION BY RANGE (ts)")
+        conn.execute("CREATE TABLE plain_01 PARTITION OF plain FOR VALUES FROM ('2020-01-01') TO ('2020-02-01')")
+        conn.execute("CREATE TABLE plain_02 PARTITION OF plain FOR VALUES FROM ('2020-02-01') TO ('2020-03-01')")
+        conn.execute("""INSERT INTO plain SELECT '2020-01-01'::timestamptz + i * interval '7 minutes',
+                        '2020-01-01'::timestamp + i * interval '1 minute', '2020-01-01'::date + i % 40, (i % 1000) / 4.0,
+                        jsonb_build_object('k', i, 'v', 'x' || i), '{"raw":  1}', 'ab', 'v' || i % 100,
+                        decode(md5(i::text), 'hex'), i / 3.0, i % 300, i::int8 * 1000000007, i % 2 = 0, repeat('é', i % 5)
+                        FROM generate_series(0, 5999) i""")
+        conn.execute("INSERT INTO plain (ts, d, j) VALUES ('2020-01-05', NULL, 'null'), ('2020-01-06', NULL, NULL)")
+        conn.execute("INSERT INTO plain (ts, d) VALUES ('2020-02-10', 'infinity')")  # February needs staging
+        conn.execute("CREATE TABLE original AS SELECT * FROM plain")
+    lake = tmp_path / "lake"
+    with engine_for(pg_dsn, lake, now=NOW, partitioned_tables=["public.plain"]) as engine:
+        assert not engine.run().failed
+        with caplog.at_level("INFO", logger="tsarchive"):
+            result = restore_range(engine, "public.plain", None, datetime(2020, 3, 1, tzinfo=UTC))
+    assert [c.status for c in result.chunks] == ["restored", "restored"]
+    staged = [r.getMessage() for r in caplog.records if "goes through staging" in r.getMessage()]
+    assert len(staged) == 1 and "'d' holds an infinity" in staged[0]  # only February; January went straight in
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        assert _difference(conn, result.target, "original") == (0, 0)
+        assert conn.execute(f"SELECT count(*) FROM {result.target} WHERE d = 'infinity'").fetchone()[0] == 1
+        assert conn.execute(f"SELECT octet_length(ch::bytea) FROM {result.target} LIMIT 1").fetchone()[0] == 4

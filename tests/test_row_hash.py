@@ -113,3 +113,37 @@ def test_time_filter_speaks_the_same_range_in_arrow_and_sql():
     assert TimeFilter.for_range("k", "bigint", 10, 20).narrowed(20, 30).empty
     with pytest.raises(Exception, match="must be integers"):
         TimeFilter.for_range("k", "integer", low, None)
+
+
+def test_string_words_equal_the_position_keyed_formula_below_and_beyond_the_lookup_table():
+    """value_words keys a string's bytes by table lookup for the first 256 positions and computes beyond: both must be
+    exactly the formula, mix(byte ^ mix(position + POSITION)) summed, so the hash of a string never depends on how
+    it was computed."""
+    import numpy as np
+    import pyarrow as pa
+
+    from shared_code import row_hash as rh
+
+    def reference(text: bytes) -> int:
+        with np.errstate(over="ignore"):
+            data = np.frombuffer(text, dtype=np.uint8).astype(np.uint64)
+            position = np.arange(len(text), dtype=np.uint64)
+            total = rh._mix(data ^ rh._mix(position + rh._POSITION)).sum(dtype=np.uint64)
+            return int(rh._mix(np.array([total ^ rh._mix(np.uint64(len(text)) + rh._LENGTH)], dtype=np.uint64))[0])
+
+    values = [b"", b"a", bytes(range(256)), b"x" * 255, b"y" * 256, b"z" * 257, "é☃ünï".encode() * 100]
+    words = rh.value_words(pa.array(values, pa.binary()))
+    assert [int(w) for w in words] == [reference(v) for v in values]
+
+
+def test_a_repeating_string_column_hashes_each_value_as_it_would_alone():
+    """Columns that repeat their values are hashed once per distinct value: the same word per value as one by one."""
+    import numpy as np
+    import pyarrow as pa
+
+    from shared_code.row_hash import value_words
+
+    values = [f"label-{i % 50}" if i % 13 else None for i in range(20_000)]
+    words = value_words(pa.array(values))
+    alone = {v: value_words(pa.array([v], pa.string()))[0] for v in set(values)}
+    assert np.array_equal(words, np.array([alone[v] for v in values], dtype=np.uint64))

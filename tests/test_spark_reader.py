@@ -1,5 +1,6 @@
-"""Every kind of archived table opened through the PySpark DataFrame API, as Databricks, Fabric notebooks and Synapse
-Spark open it: a Spark Connect server (Sail, PyPI `pysail`, Rust: no JVM, nothing downloaded) and the PySpark client.
+"""Every kind of archived table opened through PySpark, as Databricks, Fabric notebooks and Synapse Spark open it: a
+Spark Connect server (Sail, PyPI `pysail`, Rust: no JVM, nothing downloaded) and the PySpark client, in .venv-spark
+(tests/spark_client.py).
 
 One database on native TimescaleDB 2.28.3 holds a table of each shape the archiver writes: names Spark's Delta reader
 would refuse or find ambiguous, space partitions with compressed chunks, integer time, naive timestamps, and a range
@@ -9,6 +10,8 @@ read through Spark and compared with a copy kept in PostgreSQL.
 
 from __future__ import annotations
 
+import json
+import subprocess
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -19,7 +22,7 @@ import pytest
 
 from shared_code.engine import Engine
 
-from .conftest import NATIVE_ADMIN, NATIVE_PORT, _require, settings_for
+from .conftest import NATIVE_ADMIN, NATIVE_PORT, ROOT, _require, settings_for
 from .test_lake_names import _make_table
 from .test_live_query import _make_metrics
 from .test_types_pg import COLUMNS, ROWS
@@ -28,20 +31,17 @@ NOW = datetime(2026, 1, 1, tzinfo=UTC)
 SCHEMA = "spark"
 
 
-@pytest.fixture(scope="module")
-def spark() -> Iterator:
-    pytest.importorskip("pysail", reason="pysail is in requirements-dev.txt: `make setup` installs it")
-    from pysail.spark import SparkConnectServer
-    from pyspark.sql import SparkSession
+SPARK_PYTHON = ROOT / ".venv-spark" / "bin" / "python"
 
-    server = SparkConnectServer(ip="127.0.0.1", port=0)
-    server.start(background=True)
-    _, port = server.listening_address
-    session = SparkSession.builder.remote(f"sc://127.0.0.1:{port}").getOrCreate()
-    session.conf.set("spark.sql.session.timeZone", "UTC")  # what a notebook should set to read the archive as UTC
-    yield session
-    session.stop()
-    server.stop()
+
+def spark(*requests: dict) -> list:
+    """Answers from PySpark (tests/spark_client.py in .venv-spark, where the client's pandas cannot reach tsarchive)."""
+    if not SPARK_PYTHON.exists():
+        pytest.fail(f"{SPARK_PYTHON} is missing: `make setup` creates it (pysail and the PySpark client)")
+    done = subprocess.run([str(SPARK_PYTHON), str(ROOT / "tests" / "spark_client.py")], input=json.dumps(requests),
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 @pytest.fixture(scope="module")
@@ -98,73 +98,64 @@ def _tables(lake: Path) -> dict[str, str]:
     return {log.parent.name.split(".", 1)[1]: str(log.parent) for log in lake.glob("*/_delta_log")}
 
 
-def test_every_archived_table_opens_in_spark_with_every_row(spark, archive):
-    from pyspark.sql import functions as F
-
+def test_every_archived_table_opens_in_spark_with_every_row(archive):
     tables = _tables(archive["lake"])
     assert set(tables) == set(archive["rows"])
-    for table, path in tables.items():
-        frame = spark.read.format("delta").load(path)
-        assert frame.count() == archive["rows"][table], table
-        # every column by name: names Spark cannot tell apart (ignoring case) would be "ambiguous" here
-        every = frame.select(*[F.col(f"`{c}`") for c in frame.columns]).toArrow()
-        assert every.num_rows == archive["rows"][table] and every.column_names == frame.columns
-        # (Sail 0.7.2 does not pass Delta field metadata to the client, so `pg_name` is checked through delta-rs, in
-        # tests/test_lake_names.py)
+    schemas = spark(*({"schema": path} for path in tables.values()))
+    # every column by name, backquoted: names Spark cannot tell apart (ignoring case) would be "ambiguous" here
+    answers = spark(*({"sql": f"SELECT count(*) FROM (SELECT {', '.join(f'`{n}`' for n, _ in schema)} "
+                              f"FROM delta.`{path}`)"} for path, schema in zip(tables.values(), schemas, strict=True)))
+    assert {t: a[0][0] for t, a in zip(tables, answers, strict=True)} == archive["rows"]
 
-def test_spark_sees_the_same_values_as_postgresql(spark, archive):
-    from pyspark.sql import functions as F
 
+def test_spark_sees_the_same_values_as_postgresql(archive):
     tables = _tables(archive["lake"])
     with psycopg.connect(archive["dsn"]) as conn:
         conn.execute("SET TimeZone = 'UTC'")
-        odd = conn.execute('SELECT sum("Temp (C)")::bigint, sum("Value"), sum("value"), min("Start At"), '
-                           'max("Start At") FROM public.odd_names_copy WHERE "Start At" < \'2021-01-01\'').fetchone()
+        odd = conn.execute('SELECT sum("Temp (C)")::bigint, sum("Value"), sum("value"), '
+                           "to_char(min(\"Start At\"), 'YYYY-MM-DD HH24:MI:SS'), "
+                           "to_char(max(\"Start At\"), 'YYYY-MM-DD HH24:MI:SS') "
+                           'FROM public.odd_names_copy WHERE "Start At" < \'2021-01-01\'').fetchone()
         naive = conn.execute("SELECT min(ts)::text, max(ts)::text, count(*) FROM public.naive_copy").fetchone()
         metrics = conn.execute("SELECT sum(value)::bigint, count(DISTINCT device) FROM public.metrics_copy "
                                "WHERE ts < '2021-01-01'").fetchone()
         ticks = conn.execute("SELECT sum(t), sum(value)::bigint FROM public.ticks_copy WHERE t < 5000").fetchone()
-
-    row = spark.read.format("delta").load(tables["odd_names"]).agg(
-        F.sum("temp_c").cast("bigint"), F.sum("Value"), F.sum("value_2"), F.min("start_at"), F.max("start_at"),
-    ).toArrow().to_pylist()[0]
-    assert list(row.values()) == list(odd)
-    # Spark matches names ignoring case, as Databricks does by default: "VALUE" is the column "Value", unambiguous
-    assert spark.read.format("delta").load(tables["odd_names"]).select("VALUE").count() == archive["rows"]["odd_names"]
-
-    # a naive timestamp reads as its wall clock with the session in UTC
-    row = spark.read.format("delta").load(tables["naive"]).agg(
-        F.date_format(F.min("ts"), "yyyy-MM-dd HH:mm:ss"), F.date_format(F.max("ts"), "yyyy-MM-dd HH:mm:ss"), F.count("*"),
-    ).toArrow().to_pylist()[0]
-    assert list(row.values()) == list(naive)
-
-    row = spark.read.format("delta").load(tables["metrics"]).agg(
-        F.sum("value").cast("bigint"), F.countDistinct("device")).toArrow().to_pylist()[0]
-    assert list(row.values()) == list(metrics)
-    row = spark.read.format("delta").load(tables["ticks"]).agg(
-        F.sum("t"), F.sum("value").cast("bigint")).toArrow().to_pylist()[0]
-    assert list(row.values()) == list(ticks)
-
-    typed = spark.read.format("delta").load(tables["typed"])
-    kinds = {f.name: f.dataType.simpleString() for f in typed.schema.fields}
+    answers = spark(
+        {"sql": "SELECT CAST(sum(temp_c) AS BIGINT), sum(Value), sum(value_2), "
+                "date_format(min(start_at), 'yyyy-MM-dd HH:mm:ss'), date_format(max(start_at), 'yyyy-MM-dd HH:mm:ss') "
+                f"FROM delta.`{tables['odd_names']}`"},
+        # Spark matches names ignoring case, as Databricks does by default: "VALUE" is the column "Value", unambiguous
+        {"sql": f"SELECT count(VALUE) FROM delta.`{tables['odd_names']}`"},
+        # a naive timestamp reads as its wall clock with the session in UTC
+        {"sql": "SELECT date_format(min(ts), 'yyyy-MM-dd HH:mm:ss'), date_format(max(ts), 'yyyy-MM-dd HH:mm:ss'), "
+                f"count(*) FROM delta.`{tables['naive']}`"},
+        {"sql": f"SELECT CAST(sum(value) AS BIGINT), count(DISTINCT device) FROM delta.`{tables['metrics']}`"},
+        {"sql": f"SELECT sum(t), CAST(sum(value) AS BIGINT) FROM delta.`{tables['ticks']}`"},
+        {"schema": tables["typed"]},
+        {"sql": f"SELECT n2, t FROM delta.`{tables['typed']}` WHERE ts = TIMESTAMP '2020-01-01 00:00:01'"},
+    )
+    assert answers[0] == [list(odd)]
+    assert answers[1] == [[archive["rows"]["odd_names"]]]
+    assert answers[2] == [list(naive)]
+    assert answers[3] == [list(metrics)]
+    assert answers[4] == [list(ticks)]
+    kinds = dict(answers[5])
     assert kinds["n2"] == "decimal(10,2)" and kinds["ia"] == "array<int>" and kinds["by"] == "binary"
     assert kinds["ts"] == "timestamp" and kinds["d"] == "date" and kinds["u"] == "string"
-    assert typed.filter(F.col("ts") == F.lit("2020-01-01 00:00:01").cast("timestamp")).select("n2", "t").toArrow() \
-        .to_pylist() == [{"n2": __import__("decimal").Decimal("12.34"), "t": "text"}]
+    assert answers[6] == [["12.34", "text"]]
 
 
-def test_the_notebook_example_in_docs_querying_runs(spark, archive, capsys):
+def test_the_notebook_example_in_docs_querying_runs(archive):
     import re
 
-    page = (Path(__file__).resolve().parent.parent / "docs" / "querying.md").read_text()
+    page = (ROOT / "docs" / "querying.md").read_text()
     (block,) = [b for b in re.findall(r"```python\n(.*?)```", page, re.S) if "spark.read" in b]
     local = _tables(archive["lake"])["metrics"]
-    exec(compile(block.replace("abfss://archive@acct.dfs.core.windows.net/timescale/public.metrics", local),
-                 "querying.md", "exec"), {"spark": spark})
-    shown = {(int(y), int(m)): int(n) for y, m, n in re.findall(r"\|\s*(\d{4})\|\s*(\d+)\|\s*(\d+)\|",
-                                                                   capsys.readouterr().out)}
+    (shown,) = spark({"python": block.replace("abfss://archive@acct.dfs.core.windows.net/timescale/public.metrics",
+                                              local)})
+    counts = {(int(y), int(m)): int(n) for y, m, n in re.findall(r"\|\s*(\d{4})\|\s*(\d+)\|\s*(\d+)\|", shown)}
     with psycopg.connect(archive["dsn"]) as conn:
         months = conn.execute("SELECT extract(year FROM ts AT TIME ZONE 'UTC')::int, "
                               "extract(month FROM ts AT TIME ZONE 'UTC')::int, count(*) FROM public.metrics_copy "
                               "WHERE ts < '2021-01-01' GROUP BY 1, 2").fetchall()
-    assert shown == {(y, m): n for y, m, n in months}
+    assert counts == {(y, m): n for y, m, n in months}

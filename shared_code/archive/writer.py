@@ -61,13 +61,17 @@ def encoding_options(schema: pa.Schema, encodings: str) -> dict[str, Any]:
 
     standard: dictionary pages only where values repeat (text, integers, booleans, dates); floats and timestamps, nearly
     all distinct, go PLAIN, which saves the dictionary attempt and its fallback. Every Parquet reader reads this.
+    Statistics (min/max, null count) for every column but json/jsonb.
     compact: timestamps and 64-bit integers DELTA_BINARY_PACKED, floats BYTE_STREAM_SPLIT: about a quarter smaller and
     faster to write, but needs a reader with the Parquet 2 encodings (Spark 3.3+, Databricks, Fabric, DuckDB, delta-rs).
     """
     import pyarrow as pa
 
-    dictionary, column_encoding = [], {}
+    dictionary, column_encoding, statistics = [], {}, []
     for field in schema:
+        # min/max of JSON text prunes nothing a reader asks for, and costs the writer a comparison per value
+        if (field.metadata or {}).get(b"pg_type") not in (b"json", b"jsonb"):
+            statistics.append(field.name)
         kind = field.type
         if pa.types.is_floating(kind):
             if encodings == "compact":
@@ -79,7 +83,7 @@ def encoding_options(schema: pa.Schema, encodings: str) -> dict[str, Any]:
             column_encoding[field.name] = "DELTA_BINARY_PACKED"
         else:
             dictionary.append(field.name)
-    options: dict[str, Any] = {"use_dictionary": dictionary}
+    options: dict[str, Any] = {"use_dictionary": dictionary, "write_statistics": statistics}
     if column_encoding:
         options["column_encoding"] = column_encoding
     return options
@@ -167,7 +171,7 @@ class ChunkFileWriter:
         staging = f"{self.staging_dir}/{self.spec.folder(key).replace('/', '.')}-{part:03d}.parquet"
         sink = self.lake.open_write(staging)
         writer = pq.ParquetWriter(sink, self.schema, compression="zstd", compression_level=self.zstd_level,
-                                  write_statistics=True, store_schema=True, **encoding_options(self.schema, self.encodings))
+                                  store_schema=True, **encoding_options(self.schema, self.encodings))
         handle = _OpenFile(key, part, staging, sink, writer)
         self._open[key] = handle
         return handle

@@ -13,6 +13,7 @@ from ..typemap import quote_ident
 
 if TYPE_CHECKING:
     import pyarrow as pa
+    import pyarrow.parquet
 
 Bound = datetime | int | None
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -60,6 +61,27 @@ class TimeFilter:
                 part = test(column, pa.scalar(bound, column.type))
                 mask = part if mask is None else pc.and_(mask, part)
         return batch.filter(mask)
+
+    def row_groups(self, metadata: pa.parquet.FileMetaData, stored: str) -> list[int] | None:
+        """The row groups of a file whose statistics for the time column (named `stored` in the file) can hold rows
+        in range; None when every group must be read (no bounds, or no such column)."""
+        if self.low is None and self.high is None:
+            return None
+        names = metadata.schema.names
+        if stored not in names:
+            return None
+        index = names.index(stored)
+        keep = []
+        for group in range(metadata.num_row_groups):
+            stats = metadata.row_group(group).column(index).statistics
+            if stats is None or not stats.has_min_max:
+                keep.append(group)  # unknown: read it (the row filter decides)
+                continue
+            low, high = stats.min_raw, stats.max_raw
+            known = isinstance(low, int) and isinstance(high, int)
+            if not known or ((self.high is None or low < self.high) and (self.low is None or high >= self.low)):
+                keep.append(group)
+        return keep
 
     def where(self) -> str:
         """The same filter as SQL, from the integers above (nothing user-typed reaches the text)."""

@@ -42,12 +42,11 @@ def refuse_duplicates(ctx: RestoreContext, schema: str, name: str, checked: list
     return {job.id for job, _, _ in full}
 
 
-def refuse_present_rows(ctx: RestoreContext, job: Job, rows: TimeFilter | None, held: list, expected: int,
-                        target: str) -> None:
+def refuse_present_rows(ctx: RestoreContext, job: Job, rows: TimeFilter | None, held: list, target: str) -> None:
     """Inside the load's transaction: refuse the chunk if the locked target holds any of its rows."""
-    found, _ = count_present(ctx, job, rows, held)
+    found, total = count_present(ctx, job, rows, held)
     if found:
         raise RestoreRefused(
-            f"{target} already holds {found} of the {expected} archived rows of {job.chunk_name} (job {job.id}): the "
+            f"{target} already holds {found} of the {total} archived rows of {job.chunk_name} (job {job.id}): the "
             "chunk is still there, or was restored before. Not restoring it; pass --allow-duplicates to insert them "
             "anyway.")

@@ -1,19 +1,24 @@
-"""One chunk into one table: stage its rows, then in one transaction lock the target, insert, read back, compare.
+"""One chunk into one table: in one transaction lock the target, load the chunk's rows, read back, compare.
 
-The transaction commits only if the rows read back from the target add exactly the archive's count and row hash.
+The rows go in straight from the lake where no column needs a cast back (direct.py), else from a staging table with
+the casts. The transaction commits only if the rows read back from the target add exactly the archive's count and row
+hash.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..database import connection as db
 from ..errors import VerificationError
 from ..ledger.jobs import Job
 from ..typemap import quote_ident, text_companion
+from . import direct
 from .bounds import TimeFilter
 from .context import Progress, RestoreContext
 from .duplicates import refuse_present_rows
@@ -21,6 +26,11 @@ from .proof import readback_plans, target_hash
 from .selection import Columns, lake_batches
 from .staging import select_exprs, stage
 from .target import RESTORE_SCHEMA
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+log = logging.getLogger("tsarchive")
 
 
 @dataclass
@@ -39,23 +49,36 @@ class ChunkRestore:
 
 def restore_chunk(ctx: RestoreContext, job: Job, columns: Columns, target: tuple[str, str],
                   rows: TimeFilter | None, *, allow_duplicates: bool, progress: Progress) -> ChunkRestore:
-    """Stage the chunk's rows, then in one transaction: lock the target, insert, read back, compare, commit."""
+    """One chunk into the target, in one transaction: lock it, load, read back, compare, commit. Straight from the
+    lake where no column needs a cast back (direct.py); through a staging table otherwise."""
+    started = time.monotonic()
+    if not ctx.serial and direct.qualifies(columns):
+        try:
+            return _restore(ctx, job, columns, target, rows, allow_duplicates, progress, started, straight=True)
+        except direct.NeedsStaging as reason:
+            log.info("restore of job %s goes through staging: %s", job.id, reason, extra={"job_id": job.id})
+    return _restore(ctx, job, columns, target, rows, allow_duplicates, progress, started, straight=False)
+
+
+def _restore(ctx: RestoreContext, job: Job, columns: Columns, target: tuple[str, str], rows: TimeFilter | None,
+             allow_duplicates: bool, progress: Progress, started: float, *, straight: bool) -> ChunkRestore:
     from ..row_hash import RowSetHash
 
-    started = time.monotonic()
     rel = db.relation_sql(*target)
-    stage_name = f"__stage_{job.id}_{hashlib.sha1(rel.encode()).hexdigest()[:8]}_{int(time.time() * 1000) % 10**9}"
     lake_hash = RowSetHash()
     names = [c["name"] for c in columns]
-    db.ensure_schema(ctx.conn, RESTORE_SCHEMA)
+    staging = None if straight else \
+        f"__stage_{job.id}_{hashlib.sha1(rel.encode()).hexdigest()[:8]}_{int(time.time() * 1000) % 10**9}"
     with ctx.row_connection() as conn:
         cursor = conn.cursor()
         try:
-            staged = stage(cursor, lake_batches(ctx, job, rows), stage_name, lake_hash, progress, job,
-                           serial=ctx.serial)
-            if not lake_hash.rows:
-                return ChunkRestore(job.id, job.chunk_name, 0, 0, "empty", lake_hash.hexdigest,
-                                    time.monotonic() - started)
+            staged: dict[str, str] = {}
+            if staging:
+                db.ensure_schema(ctx.conn, RESTORE_SCHEMA)
+                staged = stage(cursor, lake_batches(ctx, job, rows), staging, lake_hash, progress, job, serial=ctx.serial)
+                if not lake_hash.rows:
+                    return ChunkRestore(job.id, job.chunk_name, 0, 0, "empty", lake_hash.hexdigest,
+                                        time.monotonic() - started)
             companions = {n for n in names if text_companion(n, names) in staged}
             plans = readback_plans(ctx.conn, *target, columns, companions)
             chunk_rows = rows.narrowed(job.range_start, job.range_end) if rows else None
@@ -66,9 +89,14 @@ def restore_chunk(ctx: RestoreContext, job: Job, columns: Columns, target: tuple
                 held: list = []
                 before = target_hash(cursor, rel, plans, chunk_rows, held)
                 if before.rows and not allow_duplicates:
-                    refuse_present_rows(ctx, job, rows, held, lake_hash.rows, f"{target[0]}.{target[1]}")
-                cursor.execute(f"INSERT INTO {rel} ({', '.join(quote_ident(n) for n in names)}) "
-                               f"SELECT {select_exprs(columns, staged)} FROM {db.relation_sql(RESTORE_SCHEMA, stage_name)} s")
+                    refuse_present_rows(ctx, job, rows, held, f"{target[0]}.{target[1]}")
+                if staging:
+                    cursor.execute(f"INSERT INTO {rel} ({', '.join(quote_ident(n) for n in names)}) "
+                                   f"SELECT {select_exprs(columns, staged)} FROM {db.relation_sql(RESTORE_SCHEMA, staging)} s")
+                elif not _load_straight(cursor, ctx, job, columns, target, rows, lake_hash, progress):
+                    cursor.execute("ROLLBACK")
+                    return ChunkRestore(job.id, job.chunk_name, 0, 0, "empty", lake_hash.hexdigest,
+                                        time.monotonic() - started)
                 added = target_hash(cursor, rel, plans, chunk_rows) - before
                 if added != lake_hash:
                     raise VerificationError(
@@ -80,7 +108,37 @@ def restore_chunk(ctx: RestoreContext, job: Job, columns: Columns, target: tuple
                 cursor.execute("ROLLBACK")
                 raise
         finally:
-            cursor.execute(f"DROP TABLE IF EXISTS {db.relation_sql(RESTORE_SCHEMA, stage_name)}")
+            if staging:
+                cursor.execute(f"DROP TABLE IF EXISTS {db.relation_sql(RESTORE_SCHEMA, staging)}")
             cursor.close()
     return ChunkRestore(job.id, job.chunk_name, lake_hash.rows, job.byte_count or 0, "restored", lake_hash.hexdigest,
                         time.monotonic() - started)
+
+
+def _load_straight(cursor: Any, ctx: RestoreContext, job: Job, columns: Columns, target: tuple[str, str],
+                   rows: TimeFilter | None, lake_hash: Any, progress: Progress) -> bool:
+    """COPY the lake's rows into the target inside the caller's transaction; False if the range holds none."""
+    import pyarrow as pa
+
+    stopped: list[direct.NeedsStaging] = []
+
+    def reported() -> Iterator[pa.RecordBatch]:
+        try:
+            for batch in direct.direct_batches(lake_batches(ctx, job, rows), columns, lake_hash):
+                progress("rows", {"job_id": job.id, "rows": batch.num_rows})
+                yield batch
+        except direct.NeedsStaging as reason:  # ADBC turns it into its own error: keep it to say why
+            stopped.append(reason)
+            raise
+
+    first, batches = direct.first_batch(reported())
+    if first is None:
+        return False
+    try:
+        cursor.ingest(target[1], pa.RecordBatchReader.from_batches(first.schema, batches), schema=target[0],
+                      create=False)
+    except Exception:
+        if stopped:
+            raise stopped[0] from None
+        raise
+    return True
