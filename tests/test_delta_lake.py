@@ -404,3 +404,23 @@ def test_partition_truth_for_every_time_type(pg_dsn, tmp_path, key_type):
         assert {(s.year, s.month) for s in stamps} == {(year, month)}, file
         folders[f"{year}-{month:02d}"] = folders.get(f"{year}-{month:02d}", 0) + pq.read_metadata(file).num_rows
     assert folders == months and len(months) >= 2
+
+
+def test_compact_encodings_are_delta_binary_packed_only(pg_dsn, tmp_path):
+    """ARCHIVER_PARQUET_ENCODINGS=compact: DELTA_BINARY_PACKED timestamps and bigints, floats PLAIN (Spark's default
+    reader refuses BYTE_STREAM_SPLIT); the rows read back the same."""
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        make_months(conn, datetime(2023, 1, 1, tzinfo=UTC), 1, per_month=500)
+        conn.execute("ALTER TABLE public.events ADD COLUMN big int8 DEFAULT 7")
+        expected = rows_key(conn.execute("SELECT ts, device, value, note FROM public.events"))
+    lake = tmp_path / "lake"
+    settings = settings_for(pg_dsn, lake, partitioned_tables=["public.events"], parquet_encodings="compact")
+    with Engine(settings, clock=lambda: NOW) as engine:
+        assert not engine.run().failed
+    (path,) = [p for p in visible_files(lake / "public.events") if p.suffix == ".parquet"]
+    meta = pq.ParquetFile(path).metadata
+    encodings = {meta.row_group(0).column(i).path_in_schema: set(meta.row_group(0).column(i).encodings)
+                 for i in range(meta.num_columns)}
+    assert "DELTA_BINARY_PACKED" in encodings["ts"] and "DELTA_BINARY_PACKED" in encodings["big"]
+    assert not any("BYTE_STREAM_SPLIT" in e for e in encodings.values())
+    assert duckdb_delta_rows(lake / "public.events", "ts, device, value, note") == expected
