@@ -79,10 +79,12 @@ package: $(STAMP)
 tsdb-native:
 	@bash tools/timescaledb.sh
 
-# The side-by-side benchmark (COPY, DuckDB, tsarchive local/Azurite) on PostgreSQL 15 and native TimescaleDB,
-# 1M and 5M rows, 10,000 chunks, reader stall: about 10 minutes. Figures go to bench/results and bench/RESULTS.md.
+# The side-by-side benchmark (COPY, DuckDB, tsarchive local/Azurite/compact) on PostgreSQL 15 and native TimescaleDB,
+# uncompressed and compressed chunks, 1M and 5M rows, 10,000 chunks, reader stall; then restore of one day against
+# COPY BINARY in. About 30 minutes. Figures go to bench/results, bench/RESULTS.md (docs/performance.md explains them).
 bench: tsdb-native services
 	$(BIN)/python bench/bench_archive.py
+	$(BIN)/python bench/bench_restore.py
 
 bench-smoke: services
 	$(BIN)/python bench/bench_archive.py --smoke
