@@ -67,11 +67,6 @@ def assign(columns: Iterable[str], existing: dict[str, str] | None = None,
     return {name: out[name] for name in columns}
 
 
-def free_name(base: str, taken: Iterable[str]) -> str:
-    """`base`, or `base_2`, `base_3`...: the first not in `taken` ignoring case."""
-    return _free(base, {n.casefold() for n in taken})
-
-
 def reader_problems(names: Iterable[str]) -> list[str]:
     """What Spark-based readers refuse in a table's column names: characters they reject, names equal ignoring case."""
     problems, seen = [], {}
