@@ -5,8 +5,6 @@ Rows never become Python objects: ADBC decodes COPY binary into Arrow, and fix-u
 
 from __future__ import annotations
 
-import queue
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,6 +15,7 @@ import pyarrow.compute as pc
 
 from ..errors import ArchiverError, UnsupportedTypeError, render_error
 from ..lake_columns import PG_NAME
+from ..read_ahead import read_ahead
 from ..typemap import ColumnPlan, quote_ident
 from .adbc import BATCH_SIZE_HINT, ArrowConnection, ArrowCursor
 from .connection import SESSION_SETTINGS, relation_sql
@@ -229,8 +228,7 @@ class Extractor:
         ranges = page_ranges(pages, self.streams_for(pages))
         conns: list[ArrowConnection] = []
         healthy = False
-        stop = threading.Event()
-        threads: list[threading.Thread] = []
+        batches: Iterator[pa.RecordBatch] | None = None
         try:
             conns.append(self._take())
             lead = conns[0].cursor()
@@ -261,10 +259,8 @@ class Extractor:
                         _check_arrays(batch, plans)
                         yield convert_batch(batch, plans, out_schema)
 
-            if len(readers) == 1:
-                batches: Iterator[pa.RecordBatch] = convert(readers[0])
-            else:
-                batches = _merged(readers, convert, stop, threads)
+            # decoded on worker threads (one per stream) while the caller writes: ADBC and Arrow release the GIL
+            batches = read_ahead([convert(r) for r in readers], 2 * len(readers), name="tsarchive-extract")
             yield Snapshot(schema=out_schema, batches=batches, snapshot=snapshot_text, relation_oid=oid,
                            streams=len(readers))
             for cursor in cursors:
@@ -272,9 +268,8 @@ class Extractor:
                 cursor.close()
             healthy = True
         finally:
-            stop.set()
-            for thread in threads:
-                thread.join()
+            if batches is not None:
+                batches.close()  # stops and joins the stream threads, read to the end or not
             for conn in conns:
                 if healthy:
                     self._idle.append(conn)
@@ -301,44 +296,3 @@ def _close_quietly(conn: Any) -> None:
         conn.close()
     except Exception:  # noqa: BLE001 - closing a broken connection
         pass
-
-
-_DONE = object()
-
-
-def _merged(readers: list[pa.RecordBatchReader], convert: Callable[[pa.RecordBatchReader], Iterator[pa.RecordBatch]],
-            stop: threading.Event, threads: list[threading.Thread]) -> Iterator[pa.RecordBatch]:
-    """Batches of several streams as they arrive: one thread per stream decodes and converts (the GIL is released)."""
-    out: queue.Queue[Any] = queue.Queue(maxsize=2 * len(readers))
-
-    def put(item: Any) -> bool:
-        """Hand an item over unless the consumer has stopped (then never block: it will not read again)."""
-        while not stop.is_set():
-            try:
-                out.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def pump(reader: pa.RecordBatchReader) -> None:
-        try:
-            for batch in convert(reader):
-                if not put(batch):
-                    return
-            put(_DONE)
-        except BaseException as error:  # noqa: BLE001 - handed to the consumer
-            put(error)
-
-    for reader in readers:
-        threads.append(threading.Thread(target=pump, args=(reader,), name="tsarchive-extract", daemon=True))
-        threads[-1].start()
-    running = len(readers)
-    while running:
-        item = out.get()
-        if item is _DONE:
-            running -= 1
-        elif isinstance(item, BaseException):
-            raise item
-        else:
-            yield item

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from ..database import connection as db
 from ..errors import VerificationError
 from ..ledger.jobs import Job
+from ..read_ahead import read_ahead
 from ..typemap import quote_ident, text_companion
 from . import direct
 from .bounds import TimeFilter
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 log = logging.getLogger("tsarchive")
+_LAKE_AHEAD = 4  # lake batches (65,536 rows each) ready ahead of the COPY into the target
 
 
 @dataclass
@@ -123,22 +125,31 @@ def _load_straight(cursor: Any, ctx: RestoreContext, job: Job, columns: Columns,
     stopped: list[direct.NeedsStaging] = []
 
     def reported() -> Iterator[pa.RecordBatch]:
+        # the lake is read, hashed and converted on a worker thread while ADBC sends the previous batches
+        ahead = read_ahead([direct.direct_batches(lake_batches(ctx, job, rows), columns, lake_hash)], _LAKE_AHEAD,
+                           name="tsarchive-lake-feed")
         try:
-            for batch in direct.direct_batches(lake_batches(ctx, job, rows), columns, lake_hash):
+            for batch in ahead:
                 progress("rows", {"job_id": job.id, "rows": batch.num_rows})
                 yield batch
         except direct.NeedsStaging as reason:  # ADBC turns it into its own error: keep it to say why
             stopped.append(reason)
             raise
+        finally:
+            ahead.close()
 
-    first, batches = direct.first_batch(reported())
-    if first is None:
-        return False
+    feed = reported()
     try:
-        cursor.ingest(target[1], pa.RecordBatchReader.from_batches(first.schema, batches), schema=target[0],
-                      create=False)
-    except Exception:
-        if stopped:
-            raise stopped[0] from None
-        raise
-    return True
+        first, batches = direct.first_batch(feed)
+        if first is None:
+            return False
+        try:
+            cursor.ingest(target[1], pa.RecordBatchReader.from_batches(first.schema, batches), schema=target[0],
+                          create=False)
+        except Exception:
+            if stopped:
+                raise stopped[0] from None
+            raise
+        return True
+    finally:
+        feed.close()  # ends the lake thread even if ADBC stopped reading part-way

@@ -10,6 +10,7 @@ import psycopg
 from ..database import catalog
 from ..database.extract import query_batches
 from ..ledger.jobs import Job
+from ..read_ahead import read_ahead
 from ..typemap import ColumnPlan, plan_columns, text_companion
 from .bounds import TimeFilter
 from .context import RestoreContext
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
     from ..row_hash import RowSetHash
 
 _READBACK_BATCH = 4 << 20  # bytes per Arrow batch read back for the proof: memory stays flat whatever the chunk size
+_READ_AHEAD = 2  # batches decoded ahead of the hashing
 
 
 def readback_plans(conn: psycopg.Connection, schema: str, name: str, columns: Columns,
@@ -38,10 +40,16 @@ def target_hash(cursor: Any, rel: str, plans: list[ColumnPlan], rows: TimeFilter
     from ..row_hash import RowSetHash
 
     hashed = RowSetHash()
-    for batch in query_batches(cursor, rel, plans, rows.where() if rows else "", batch_size_bytes=_READBACK_BATCH):
-        hashed.update(batch)
-        if words is not None:
-            words.append(hashed.row_words(batch))
+    # ADBC decodes the next batch on a worker thread while this one is hashed (both release the GIL)
+    batches = read_ahead([query_batches(cursor, rel, plans, rows.where() if rows else "",
+                                        batch_size_bytes=_READBACK_BATCH)], _READ_AHEAD, name="tsarchive-readback")
+    try:
+        for batch in batches:
+            hashed.update(batch)
+            if words is not None:
+                words.append(hashed.row_words(batch))
+    finally:
+        batches.close()  # the cursor is used again next: its reader thread must be gone
     return hashed
 
 
