@@ -20,6 +20,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -93,6 +94,40 @@ class Measure:
     cpu_s: float
     peak_rss_mib: float
     output: str
+    server_cpu_s: float = 0.0  # the PostgreSQL server's CPU over the same run (server_cpu_seconds), where measured
+
+
+def server_cpu_seconds(dsn: str) -> float:
+    """CPU seconds the local PostgreSQL server has used so far: its postmaster's reaped children (every backend that
+    has exited, so every finished connection) plus the children still running (checkpointer, WAL writer...). Linux
+    /proc, server on this machine. On a 2-core machine a path's wall time cannot be below (its CPU + this) / 2."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        data = conn.execute("SHOW data_directory").fetchone()[0]
+    postmaster = int(Path(data, "postmaster.pid").read_text().split()[0])
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def fields(pid: int) -> list[str]:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+    total = sum(int(x) for x in fields(postmaster)[11:15])  # utime, stime, cutime, cstime
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = fields(int(entry.name))
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+            if int(stat[1]) == postmaster:  # ppid
+                total += int(stat[11]) + int(stat[12])
+    return total / tick
+
+
+def with_server_cpu(dsn: str, run: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Run one path, recording the server's CPU over it on the Measure it returns (or the first item it returns)."""
+    before = server_cpu_seconds(dsn)
+    out = run(*args, **kwargs)
+    measure = out[0] if isinstance(out, tuple) else out
+    measure.server_cpu_s = round(server_cpu_seconds(dsn) - before, 2)
+    return out
 
 
 def whole_process(args: list[str], env: dict[str, str] | None = None) -> Measure:
@@ -250,10 +285,10 @@ def bench_chunk(target: str, rows: int, runs: int, paths: list[str]) -> dict[str
     for _ in range(runs):  # interleaved, so drift on a noisy machine hits every path alike
         chunk, fresh = fx.reset(), True
         if "copy" in paths:
-            samples["copy"].append(run_copy(fx, chunk))
+            samples["copy"].append(with_server_cpu(fx.dsn, run_copy, fx, chunk))
         if "duckdb" in paths:
             out = Path(tempfile.mkdtemp(prefix="tsarchive-duck-")) / "chunk.parquet"
-            measure, size = run_duckdb(fx, chunk, out)
+            measure, size = with_server_cpu(fx.dsn, run_duckdb, fx, chunk, out)
             samples["duckdb"].append(measure)
             extra["duckdb_bytes"].append(size)
         for path, azurite, compact in (("tsarchive_local", False, False), ("tsarchive_baseline", False, False),
@@ -262,8 +297,8 @@ def bench_chunk(target: str, rows: int, runs: int, paths: list[str]) -> dict[str
                 if not fresh:
                     chunk = fx.reset()
                 fresh = False
-                measure, report = run_tsarchive(fx, azurite=azurite, compact=compact,
-                                                baseline=path == "tsarchive_baseline")
+                measure, report = with_server_cpu(fx.dsn, run_tsarchive, fx, azurite=azurite, compact=compact,
+                                                  baseline=path == "tsarchive_baseline")
                 samples[path].append(measure)
                 steps[path].append({"archive_s": round(step_seconds(report, "archive"), 3),
                                     "drop_s": round(step_seconds(report, "drop"), 3)})
@@ -278,6 +313,7 @@ def bench_chunk(target: str, rows: int, runs: int, paths: list[str]) -> dict[str
         wall = median([m.wall_s for m in measures])
         result["paths"][path] = {
             "wall_s": wall, "rows_per_s": int(rows / wall), "cpu_s": median([m.cpu_s for m in measures]),
+            "server_cpu_s": median([m.server_cpu_s for m in measures]),
             "peak_rss_mib": round(max(m.peak_rss_mib for m in measures), 1), "walls": [round(m.wall_s, 3) for m in measures],
         }
         if steps[path]:
@@ -421,8 +457,9 @@ def markdown(results: dict[str, Any]) -> str:
              "the whole process.", "",
              "| chunk | rows | COPY BINARY s | DuckDB s | tsarchive local s | tsarchive Azurite s | speed vs DuckDB "
              "| speed vs COPY | CPU s: tsarchive / DuckDB / COPY | CPU vs DuckDB | peak RSS MiB: tsarchive / DuckDB "
-             "| Parquet ÷ DuckDB bytes (standard / compact) | archive s | drop s |",
-             "|" + "---|" * 14]
+             "| Parquet ÷ DuckDB bytes (standard / compact) | archive s | drop s "
+             "| server CPU s: tsarchive / DuckDB / COPY |",
+             "|" + "---|" * 15]
     for r in results["chunks"]:
         get = lambda name, key, p=r["paths"]: p.get(name, {}).get(key)  # noqa: E731
         ratio = lambda a, b: f"{a / b:.2f}" if a and b else "-"  # noqa: E731
@@ -435,7 +472,8 @@ def markdown(results: dict[str, Any]) -> str:
             f"{ratio(get('tsarchive_local', 'cpu_s'), get('duckdb', 'cpu_s'))} | "
             f"{get('tsarchive_local', 'peak_rss_mib')} / {get('duckdb', 'peak_rss_mib')} | "
             f"{ratio(r.get('parquet_bytes'), r.get('duckdb_bytes'))} / {ratio(r.get('compact_bytes'), r.get('duckdb_bytes'))} "
-            f"| {r.get('archive_s')} | {r.get('drop_s')} |")
+            f"| {r.get('archive_s')} | {r.get('drop_s')} | {get('tsarchive_local', 'server_cpu_s')} / "
+            f"{get('duckdb', 'server_cpu_s')} / {get('copy', 'server_cpu_s')} |")
     if results.get("baseline"):
         lines += ["", f"Against the baseline {results['baseline']} (the same chunk, interleaved in this run):", "",
                   "| chunk | rows | baseline s | this checkout s | baseline ÷ this (wall) | baseline CPU s | this CPU s "

@@ -23,7 +23,14 @@ import psycopg
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
-from bench_archive import BASELINE_LAUNCHER, CHILD, COLUMNS, ROWS_SQL, SERVERS  # noqa: E402 - one chunk, one timer
+from bench_archive import (  # noqa: E402 - one chunk, one timer
+    BASELINE_LAUNCHER,
+    CHILD,
+    COLUMNS,
+    ROWS_SQL,
+    SERVERS,
+    server_cpu_seconds,
+)
 
 BIN = Path(sys.executable).parent
 DB = "tsarchive_bench_restore"
@@ -38,11 +45,14 @@ with psycopg.connect(sys.argv[1], autocommit=True) as conn, open(sys.argv[3], "r
 
 
 def timed(argv: list[str], env: dict[str, str]) -> dict[str, float]:
+    """Wall, CPU and peak RSS of one whole process, and the PostgreSQL server's CPU over the same time."""
+    server = server_cpu_seconds(env["ARCHIVER_DATABASE_URL"])
     result = subprocess.run([sys.executable, "-c", CHILD, *argv], env=env, capture_output=True, text=True)
     if result.returncode != 0:
         raise SystemExit(f"failed: {' '.join(argv)}\n{result.stderr[-2000:]}")
     wall, cpu, rss = result.stderr.strip().splitlines()[-1].split()[1:]
-    return {"wall_s": float(wall), "cpu_s": float(cpu), "rss_mib": int(rss) / 1024}
+    return {"wall_s": float(wall), "cpu_s": float(cpu), "rss_mib": int(rss) / 1024,
+            "server_cpu_s": round(server_cpu_seconds(env["ARCHIVER_DATABASE_URL"]) - server, 2)}
 
 
 DAYS = 7  # the chunk spans a week; the restore asks for its first day (1/7 of the rows)
@@ -112,13 +122,15 @@ def bench(target: str, rows: int, runs: int, baseline: list[str] | None = None) 
 
 def markdown(results: list[dict]) -> str:
     lines = ["| target | rows restored (of chunk) | restore s | restore CPU s | restore peak RSS MiB | COPY BINARY in s "
-             "| COPY CPU s | restore speed vs COPY | baseline restore s / CPU s / RSS MiB |", "|" + "---|" * 9]
+             "| COPY CPU s | restore speed vs COPY | baseline restore s / CPU s / RSS MiB "
+             "| server CPU s: restore / COPY |", "|" + "---|" * 10]
     for r in results:
         base = r.get("baseline_restore")
         lines.append(f"| {r['target']} | {r['rows']:,} ({r['chunk_rows']:,}) | {r['restore']['wall_s']:.2f} | "
                      f"{r['restore']['cpu_s']:.2f} | {r['restore']['rss_mib']:.0f} | {r['copy_binary_in']['wall_s']:.2f} | "
                      f"{r['copy_binary_in']['cpu_s']:.2f} | {r['restore_vs_copy']:.2f} | "
-                     + (f"{base['wall_s']:.2f} / {base['cpu_s']:.2f} / {base['rss_mib']:.0f} |" if base else "- |"))
+                     + (f"{base['wall_s']:.2f} / {base['cpu_s']:.2f} / {base['rss_mib']:.0f} |" if base else "- |")
+                     + f" {r['restore']['server_cpu_s']:.2f} / {r['copy_binary_in']['server_cpu_s']:.2f} |")
     return "\n".join(lines)
 
 

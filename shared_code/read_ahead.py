@@ -10,58 +10,72 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Iterable, Iterator
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 _DONE = object()
 
 
-def read_ahead(sources: list[Iterable[T]], depth: int, *, name: str = "tsarchive-read-ahead") -> Iterator[T]:
-    """Items of every source, each source pumped by its own thread, in arrival order (a single source keeps its order).
+class ReadAhead(Generic[T]):
+    """Items of every source, each source pumped by its own thread from construction on, in arrival order (a single
+    source keeps its order). `close()` (or leaving its `with` block) stops and joins the threads; exhausting it too."""
 
-    Close the returned generator (or exhaust it) to stop and join the threads; its `finally` does both.
-    """
-    out: queue.Queue[Any] = queue.Queue(maxsize=max(1, depth))
-    stop = threading.Event()
+    def __init__(self, sources: list[Iterable[T]], depth: int, *, name: str = "tsarchive-read-ahead") -> None:
+        self._out: queue.Queue[Any] = queue.Queue(maxsize=max(1, depth))
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._pump, args=(s,), name=name, daemon=True) for s in sources]
+        self._running = len(self._threads)
+        for thread in self._threads:
+            thread.start()
 
-    def put(item: Any) -> bool:
+    def __iter__(self) -> Iterator[T]:
+        return self
+
+    def __next__(self) -> T:
+        while self._running:
+            item = self._out.get()
+            if item is _DONE:
+                self._running -= 1
+            elif isinstance(item, BaseException):
+                self.close()
+                raise item
+            else:
+                return item
+        self.close()
+        raise StopIteration
+
+    def close(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join()
+        self._running = 0
+
+    def __enter__(self) -> ReadAhead[T]:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _put(self, item: Any) -> bool:
         """Hand an item over unless the consumer has stopped (then never block: it will not read again)."""
-        while not stop.is_set():
+        while not self._stop.is_set():
             try:
-                out.put(item, timeout=0.1)
+                self._out.put(item, timeout=0.1)
                 return True
             except queue.Full:
                 continue
         return False
 
-    def pump(source: Iterable[T]) -> None:
+    def _pump(self, source: Iterable[T]) -> None:
         items = iter(source)
         try:
             for item in items:
-                if not put(item):
+                if not self._put(item):
                     return
-            put(_DONE)
+            self._put(_DONE)
         except BaseException as error:  # noqa: BLE001 - handed to the consumer
-            put(error)
+            self._put(error)
         finally:
             close = getattr(items, "close", None)
             if close is not None:  # a generator source is closed on its own thread (its `with` blocks end here)
                 close()
-
-    threads = [threading.Thread(target=pump, args=(s,), name=name, daemon=True) for s in sources]
-    for thread in threads:
-        thread.start()
-    try:
-        running = len(threads)
-        while running:
-            item = out.get()
-            if item is _DONE:
-                running -= 1
-            elif isinstance(item, BaseException):
-                raise item
-            else:
-                yield item
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join()

@@ -6,11 +6,10 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
 
@@ -54,10 +53,10 @@ def _cores() -> int:
     return max(1, min(os.cpu_count() or 1, 4))
 
 
-class Settings(BaseSettings):
-    """Archiver settings; see the README table for every name and default."""
+class Settings(BaseModel):
+    """Archiver settings; see the README table for every name and default. `load_settings` reads them."""
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", case_sensitive=False)
+    model_config = ConfigDict(extra="ignore")
 
     database_url: SecretStr = Field(description="PostgreSQL/TimescaleDB connection URL (libpq form).")
     database_auth: Literal["password", "entra"] = "password"
@@ -67,11 +66,11 @@ class Settings(BaseSettings):
     vault_url: str | None = None
     vault_connection_string: SecretStr | None = None
     retention_days: int = Field(default=730, ge=1)
-    retention_overrides: Annotated[dict[str, int], NoDecode] = Field(default_factory=dict)
-    integer_retention: Annotated[dict[str, int], NoDecode] = Field(default_factory=dict)
-    include: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    exclude: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    partitioned_tables: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    retention_overrides: dict[str, int] = Field(default_factory=dict)
+    integer_retention: dict[str, int] = Field(default_factory=dict)
+    include: list[str] = Field(default_factory=list)
+    exclude: list[str] = Field(default_factory=list)
+    partitioned_tables: list[str] = Field(default_factory=list)
     dry_run: bool = False
     ledger_schema: str = Field(default="archiver", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
     batch_size_bytes: int = Field(default=4 * 1024 * 1024, ge=64 * 1024)
@@ -89,7 +88,7 @@ class Settings(BaseSettings):
     drop_recheck: Literal["checksum", "footer"] = "checksum"
     unsupported_as_text: bool = False
     delta_checkpoint_interval: int = Field(default=10, ge=1, le=1000)
-    lake_table_names: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+    lake_table_names: dict[str, str] = Field(default_factory=dict)
     # Function app
     transport: Literal["servicebus", "storagequeue"] = "servicebus"
     requests_queue: str = Field(default="archive-requests", pattern=_QUEUE)
@@ -213,10 +212,22 @@ def _format_errors(error: ValidationError) -> str:
     return "Invalid configuration:\n" + "\n".join(lines)
 
 
+def environment_settings(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The ARCHIVER_* variables that name a setting, by field name (the prefix and the name in any case).
+
+    Read here rather than by pydantic-settings, whose import alone cost 0.14 s of every process's start-up."""
+    fields = Settings.model_fields
+    found = {}
+    for key, value in (os.environ if environ is None else environ).items():
+        if key.upper().startswith(ENV_PREFIX) and (name := key[len(ENV_PREFIX):].lower()) in fields:
+            found[name] = value
+    return found
+
+
 def load_settings(**overrides: Any) -> Settings:
-    """Read settings; raise ConfigError listing every problem at once."""
+    """Read settings from the environment, `overrides` winning; raise ConfigError listing every problem at once."""
     try:
-        return Settings(**overrides)
+        return Settings(**{**environment_settings(), **overrides})
     except ValidationError as error:
         raise ConfigError(_format_errors(error)) from None
     except json.JSONDecodeError as error:  # malformed JSON in a list/dict setting

@@ -200,6 +200,40 @@ def test_parallel_streams_read_one_snapshot(pg_dsn):
         extractor.close()
 
 
+def test_a_compressed_chunk_streams_over_time_slices_of_one_snapshot(native_tsdb):
+    """A compressed chunk (empty heap) is read by three time-slice streams sharing one snapshot: every row once, none
+    inserted meanwhile; the slices' bounds need not match the data (the outer ones are open)."""
+    from datetime import UTC, datetime
+
+    from shared_code.database.extract import TimeSlices
+
+    table = f"{native_tsdb.schema}.squeezed"
+    with native_tsdb.connect() as conn:
+        conn.execute(f"CREATE TABLE {table} (ts timestamptz NOT NULL, device int, value float8)")
+        conn.execute(f"SELECT create_hypertable('{table}', by_range('ts', INTERVAL '30 days'))")
+        conn.execute(f"ALTER TABLE {table} SET (timescaledb.compress, timescaledb.compress_segmentby = 'device')")
+        # 30-day chunks from the epoch: one starts on 2020-01-09, and these 28 days all fall in it
+        conn.execute(f"INSERT INTO {table} SELECT '2020-01-09'::timestamptz + g * interval '1 minute', g % 4, g "
+                     "FROM generate_series(0, 40000) g")
+        chunk = conn.execute(f"SELECT show_chunks('{table}')").fetchone()[0]
+        conn.execute(f"SELECT compress_chunk('{chunk}')")
+        schema, name = chunk.split(".")
+        source = catalog.chunk_source(conn, "hypertable", native_tsdb.schema, "squeezed", schema, name)
+    assert source is not None and source.compressed and source.heap_pages == 0 and source.compressed_pages > 0
+    slices = TimeSlices("ts", datetime(2020, 1, 1, tzinfo=UTC), datetime(2020, 1, 31, tzinfo=UTC),
+                        source.compressed_pages)  # cuts on 2020-01-11 and 01-21, not the chunk's own bounds
+    extractor = Extractor(lambda: native_tsdb.dsn, batch_size_bytes=64 * 1024, max_streams=3, min_pages_per_stream=1)
+    try:
+        with extractor.snapshot(schema, name, plan_columns(source.columns), {}, slices=slices) as snap:
+            assert snap.streams == 3
+            with native_tsdb.connect() as conn:  # lands in the compressed chunk's uncompressed part, after the snapshot
+                conn.execute(f"INSERT INTO {table} VALUES ('2020-01-15', 9, -1)")
+            values = sorted(v for batch in snap.batches for v in batch.column("value").to_pylist())
+        assert values == list(range(40001))
+    finally:
+        extractor.close()
+
+
 def test_recompressed_and_updated_compressed_chunks_are_changes(timescale, tmp_path, test_now):
     """TimescaleDB: a chunk compressed at archive time, then recompressed, or one row updated, is re-archived."""
     table = f"{timescale.schema}.metrics"
@@ -276,3 +310,21 @@ def test_a_table_listed_twice_plans_each_chunk_once(pg_dsn, tmp_path, test_now):
         report = engine.run()
     assert not report.failed
     assert sorted(j.chunk_name for j in ledger_jobs(pg_dsn)) == sorted(due)
+
+
+def test_time_slices_cover_every_value_once_whatever_the_bounds():
+    """The slices' WHERE clauses: open outer slices (NULL in the first), integer and timestamp cuts, one stream when
+    the range cannot be cut."""
+    from datetime import UTC, datetime
+
+    from shared_code.database.extract import TimeSlices, time_filters
+
+    stamps = time_filters(TimeSlices("Start At", datetime(2020, 1, 1, tzinfo=UTC), datetime(2020, 1, 31, tzinfo=UTC), 9), 3)
+    assert stamps == [
+        ' WHERE ("Start At" < \'2020-01-11T00:00:00+00:00\'::timestamptz OR "Start At" IS NULL)',
+        ' WHERE "Start At" >= \'2020-01-11T00:00:00+00:00\'::timestamptz '
+        'AND "Start At" < \'2020-01-21T00:00:00+00:00\'::timestamptz',
+        ' WHERE "Start At" >= \'2020-01-21T00:00:00+00:00\'::timestamptz']
+    assert time_filters(TimeSlices("t", 0, 101, 9), 2) == [' WHERE ("t" < 50 OR "t" IS NULL)', ' WHERE "t" >= 50']
+    assert time_filters(TimeSlices("t", 0, 100, 9), 1) == [""]
+    assert time_filters(TimeSlices("t", 5, 5, 9), 4) == [""]  # an empty range: one stream reads it all

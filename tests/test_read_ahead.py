@@ -1,4 +1,4 @@
-"""read_ahead: worker threads a bounded number of items ahead, errors and early stops handed across."""
+"""ReadAhead: worker threads a bounded number of items ahead, errors and early stops handed across."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from shared_code.read_ahead import read_ahead
+from shared_code.read_ahead import ReadAhead
 
 
 def test_one_source_keeps_its_order_and_several_give_every_item() -> None:
-    assert list(read_ahead([range(1000)], 3)) == list(range(1000))
-    merged = list(read_ahead([range(0, 500), range(500, 1000), iter([])], 2))
+    assert list(ReadAhead([range(1000)], 3)) == list(range(1000))
+    merged = list(ReadAhead([range(0, 500), range(500, 1000), iter([])], 2))
     assert sorted(merged) == list(range(1000))
 
 
@@ -25,7 +25,7 @@ def test_a_producer_error_reaches_the_consumer_after_the_items_before_it() -> No
 
     seen = []
     with pytest.raises(ValueError, match="lake file unreadable"):
-        for item in read_ahead([failing()], 4):
+        for item in ReadAhead([failing()], 4):
             seen.append(item)
     assert seen == [1, 2]
 
@@ -38,7 +38,7 @@ def test_the_producer_runs_at_most_depth_items_ahead() -> None:
             produced.append(n)
             yield n
 
-    items = read_ahead([counting()], 3)
+    items = ReadAhead([counting()], 3)
     assert next(items) == 0
     time.sleep(0.3)  # ample time for the worker to run as far ahead as the queue lets it
     # taken: 1; waiting in the queue: 3; one more produced and blocked on the full queue
@@ -56,7 +56,7 @@ def test_closing_early_stops_the_worker_and_closes_its_source_on_that_thread() -
             closed_on.append(threading.current_thread().name)
 
     before = threading.active_count()
-    items = read_ahead([source()], 2, name="test-feed")
+    items = ReadAhead([source()], 2, name="test-feed")
     assert [next(items) for _ in range(3)] == [0, 1, 2]
     items.close()
     assert closed_on == ["test-feed"]  # its `with` blocks ended where they ran
@@ -65,8 +65,19 @@ def test_closing_early_stops_the_worker_and_closes_its_source_on_that_thread() -
 
 def test_a_consumer_failing_midway_leaves_no_thread_behind() -> None:
     before = threading.active_count()
-    with pytest.raises(RuntimeError):
-        for item in read_ahead([range(10_000), range(10_000)], 2):
+    with pytest.raises(RuntimeError), ReadAhead([range(10_000), range(10_000)], 2) as items:
+        for item in items:
             if item == 5:
                 raise RuntimeError("writer failed")
     assert threading.active_count() == before
+
+
+def test_it_reads_ahead_before_the_first_item_is_asked_for() -> None:
+    started = threading.Event()
+
+    def source() -> Iterator[int]:
+        started.set()
+        yield 1
+
+    with ReadAhead([source()], 1):
+        assert started.wait(5)  # a feed started for the next chunk works while the current one is proven

@@ -257,3 +257,33 @@ def test_straight_load_and_its_fallback_through_staging_are_both_exact(pg_dsn, t
         assert _difference(conn, result.target, "original") == (0, 0)
         assert conn.execute(f"SELECT count(*) FROM {result.target} WHERE d = 'infinity'").fetchone()[0] == 1
         assert conn.execute(f"SELECT octet_length(ch::bytea) FROM {result.target} LIMIT 1").fetchone()[0] == 4
+
+
+def test_a_failed_chunk_stops_the_next_chunks_feed_and_keeps_the_chunks_before(pg_dsn, tmp_path):
+    """Three chunks loaded straight in, each one's lake feed started while the one before is proven. A trigger alters
+    the second chunk's rows: its proof fails and it is rolled back, the first stays, the third is never loaded, and
+    no reading thread is left behind."""
+    import threading
+
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE feed (ts timestamptz NOT NULL, v float8, t text) PARTITION BY RANGE (ts)")
+        for month in (1, 2, 3):
+            conn.execute(f"CREATE TABLE feed_{month} PARTITION OF feed FOR VALUES FROM ('2020-{month:02d}-01') "
+                         f"TO ('2020-{month + 1:02d}-01')")
+        conn.execute("INSERT INTO feed SELECT '2020-01-01'::timestamptz + i * interval '13 minutes', i / 7.0, 'r' || i "
+                     "FROM generate_series(0, 9000) i")
+        conn.execute("CREATE TABLE feed_back (LIKE feed)")
+        conn.execute("CREATE FUNCTION nudge() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                     "IF NEW.ts >= '2020-02-01' THEN NEW.v := NEW.v + 1; END IF; RETURN NEW; END $$")
+        conn.execute("CREATE TRIGGER nudge BEFORE INSERT ON feed_back FOR EACH ROW EXECUTE FUNCTION nudge()")
+        january = conn.execute("SELECT count(*) FROM feed WHERE ts < '2020-02-01'").fetchone()[0]
+    before = {t.name for t in threading.enumerate()}
+    with engine_for(pg_dsn, tmp_path / "lake", now=NOW, partitioned_tables=["public.feed"]) as engine:
+        assert not engine.run().failed
+        assert len(engine.ledger.all_jobs()) == 3
+        with pytest.raises(VerificationError, match="feed_2 .* differ from the archive"):
+            restore_range(engine, "public.feed", None, datetime(2020, 4, 1, tzinfo=UTC), into="public.feed_back")
+    assert not [t for t in threading.enumerate() if t.name.startswith("tsarchive") and t.name not in before]
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        kept = conn.execute("SELECT count(*), max(ts) < '2020-02-01' FROM feed_back").fetchone()
+    assert kept == (january, True)

@@ -18,7 +18,7 @@ import psycopg
 from .. import telemetry
 from ..database import catalog
 from ..database.catalog import ChunkSource
-from ..database.extract import ArraysNeedText, Extractor, Snapshot
+from ..database.extract import ArraysNeedText, Extractor, Snapshot, TimeSlices
 from ..errors import ArchiverError, JobStateError, is_terminal, render_error
 from ..faults import crash_point
 from ..ledger.jobs import Job, JobState, Ledger
@@ -221,8 +221,11 @@ class ChunkArchiver:
                           spec: PartitionSpec, manifest: Manifest, token: str) -> tuple[ChunkFileWriter, Snapshot]:
         s = self.settings
         meta = {PARQUET_KEY: manifest.embedded()}
-        # A compressed chunk is read through decompression, not its heap: one stream (heap_pages is 0).
-        with self.extractor.snapshot(job.chunk_schema, job.chunk_name, plans, meta, pages=source.heap_pages) as snap:
+        # A compressed chunk is read through decompression, not its heap (heap_pages is 0): its streams are time slices.
+        slices = TimeSlices(source.time_name, job.range_start, job.range_end, source.compressed_pages) \
+            if source.compressed and job.range_start is not None and job.range_end is not None else None
+        with self.extractor.snapshot(job.chunk_schema, job.chunk_name, plans, meta, pages=source.heap_pages,
+                                     slices=slices) as snap:
             writer = ChunkFileWriter(
                 self.lake, layout, spec, snap.schema, job_id=job.id, token=token, row_group_rows=s.row_group_rows,
                 max_file_bytes=s.max_file_bytes, zstd_level=s.zstd_level, encodings=s.parquet_encodings,

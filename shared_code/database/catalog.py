@@ -48,6 +48,13 @@ def heap_pages(conn: psycopg.Connection, schema: str, name: str) -> int:
     return int(row[0]) if row else 0
 
 
+def total_pages(conn: psycopg.Connection, schema: str, name: str) -> int:
+    """A relation's size with its indexes and TOAST (where compressed rows live), in pages."""
+    row = conn.execute("SELECT pg_total_relation_size(%s::regclass) / current_setting('block_size')::int",
+                       (relation_sql(schema, name),)).fetchone()
+    return int(row[0]) if row else 0
+
+
 def checked_type(conn: psycopg.Connection, text: object) -> str:
     """A PostgreSQL type name read from an untrusted place (the lake), returned only if it is one."""
     if not isinstance(text, str) or len(text) > 200 or not _TYPE_NAME.match(text):
@@ -342,8 +349,9 @@ class ChunkSource:
     columns: list[SourceColumn]
     time_name: str  # the table's time column (the primary dimension, or the partition key): the lake partitions by it
     time_type: str
-    compressed: bool  # read through decompression, in one stream
+    compressed: bool  # read through decompression, in time-slice streams
     heap_pages: int  # the heap's size, which splits an uncompressed chunk's read into page-range streams
+    compressed_pages: int = 0  # the compressed relation's size with its TOAST, which sets a compressed chunk's streams
 
 
 def chunk_source(conn: psycopg.Connection, kind: str, table_schema: str, table_name: str, chunk_schema: str,
@@ -352,10 +360,11 @@ def chunk_source(conn: psycopg.Connection, kind: str, table_schema: str, table_n
     if not relation_exists(conn, chunk_schema, chunk_name):
         return None
     time_name, time_type = time_column(conn, kind, table_schema, table_name)
-    compressed = compressed_relation(conn, chunk_schema, chunk_name) is not None
+    compressed = compressed_relation(conn, chunk_schema, chunk_name)
     return ChunkSource(columns=source_columns(conn, chunk_schema, chunk_name), time_name=time_name,
-                       time_type=time_type, compressed=compressed,
-                       heap_pages=0 if compressed else heap_pages(conn, chunk_schema, chunk_name))
+                       time_type=time_type, compressed=compressed is not None,
+                       heap_pages=0 if compressed else heap_pages(conn, chunk_schema, chunk_name),
+                       compressed_pages=total_pages(conn, *compressed) if compressed else 0)
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import pyarrow as pa
@@ -15,7 +16,7 @@ import pyarrow.compute as pc
 
 from ..errors import ArchiverError, UnsupportedTypeError, render_error
 from ..lake_columns import PG_NAME
-from ..read_ahead import read_ahead
+from ..read_ahead import ReadAhead
 from ..typemap import ColumnPlan, quote_ident
 from .adbc import BATCH_SIZE_HINT, ArrowConnection, ArrowCursor
 from .connection import SESSION_SETTINGS, relation_sql
@@ -160,6 +161,32 @@ def page_ranges(pages: int, streams: int) -> list[tuple[int | None, int | None]]
     return list(zip(lows, highs, strict=True))
 
 
+@dataclass(frozen=True)
+class TimeSlices:
+    """How a compressed chunk's read splits into streams: by its time column over its range, not by heap pages (its
+    heap is empty; its rows come out of decompression, which each stream then runs on its share of the batches)."""
+
+    column: str
+    low: datetime | int
+    high: datetime | int
+    pages: int  # the compressed relation's size, which sets the number of streams as heap pages do
+
+
+def time_filters(slices: TimeSlices, streams: int) -> list[str]:
+    """WHERE clauses cutting [low, high) into `streams` slices; the first and last are open (the first also takes a
+    NULL time), so every row falls in exactly one whatever the bounds."""
+    low, high = slices.low, slices.high
+    if streams <= 1 or isinstance(low, bool) or isinstance(high, bool) or type(low) is not type(high) or high <= low:
+        return [""]
+    ident = quote_ident(slices.column)
+    cuts = [low + (high - low) * i // streams for i in range(1, streams)] if isinstance(low, int) else \
+        [low + (high - low) * i / streams for i in range(1, streams)]  # type: ignore[operator]
+    literals = [str(int(c)) if isinstance(c, int) else f"'{c.isoformat()}'::timestamptz" for c in cuts]
+    filters = [f" WHERE ({ident} < {literals[0]} OR {ident} IS NULL)"]
+    filters += [f" WHERE {ident} >= {a} AND {ident} < {b}" for a, b in zip(literals, literals[1:], strict=False)]
+    return [*filters, f" WHERE {ident} >= {literals[-1]}"]
+
+
 def ctid_filter(low: int | None, high: int | None) -> str:
     clauses = ([f"ctid >= '({low},0)'::tid"] if low is not None else []) + (
         [f"ctid < '({high},0)'::tid"] if high is not None else [])
@@ -218,38 +245,42 @@ class Extractor:
 
     @contextmanager
     def snapshot(self, schema: str, name: str, plans: list[ColumnPlan], meta: dict[bytes, bytes], *,
-                 pages: int = 0) -> Iterator[Snapshot]:
-        """Read a chunk in one REPEATABLE READ snapshot; with `pages`, over parallel ctid ranges sharing it.
+                 pages: int = 0, slices: TimeSlices | None = None) -> Iterator[Snapshot]:
+        """Read a chunk in one REPEATABLE READ snapshot; with `pages`, over parallel ctid ranges sharing it, with
+        `slices` (a compressed chunk), over parallel time slices sharing it.
 
         The first connection's transaction takes the snapshot and exports it; the others import it
         (SET TRANSACTION SNAPSHOT), so every stream sees exactly the same rows.
         """
         rel = relation_sql(schema, name)
-        ranges = page_ranges(pages, self.streams_for(pages))
+        if slices is not None:
+            filters = time_filters(slices, self.streams_for(slices.pages))
+        else:
+            filters = [ctid_filter(low, high) for low, high in page_ranges(pages, self.streams_for(pages))]
         conns: list[ArrowConnection] = []
         healthy = False
-        batches: Iterator[pa.RecordBatch] | None = None
+        batches: ReadAhead[pa.RecordBatch] | None = None
         try:
             conns.append(self._take())
             lead = conns[0].cursor()
             lead.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             literal = "'" + rel.replace("'", "''") + "'"
             lead.execute(f"SELECT pg_current_snapshot()::text, to_regclass({literal})::oid::bigint"
-                         + (", pg_export_snapshot()" if len(ranges) > 1 else ""))
+                         + (", pg_export_snapshot()" if len(filters) > 1 else ""))
             row = lead.fetchone()
             assert row is not None
             snapshot_text, oid = str(row[0]), (int(row[1]) if row[1] is not None else None)
             cursors = [lead]
-            for _ in ranges[1:]:
+            for _ in filters[1:]:
                 conns.append(self._take())
                 cursor = conns[-1].cursor()
                 cursor.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
                 cursor.execute(f"SET TRANSACTION SNAPSHOT '{row[2]}'")
                 cursors.append(cursor)
             readers = []
-            for cursor, (low, high) in zip(cursors, ranges, strict=True):
+            for cursor, where in zip(cursors, filters, strict=True):
                 cursor.set_options(**{BATCH_SIZE_HINT: str(self.batch_size_bytes)})
-                cursor.execute(_select_sql(rel, plans, ctid_filter(low, high)))
+                cursor.execute(_select_sql(rel, plans, where))
                 readers.append(cursor.fetch_record_batch())
             out_schema = output_schema(readers[0].schema, plans, meta)
 
@@ -260,7 +291,7 @@ class Extractor:
                         yield convert_batch(batch, plans, out_schema)
 
             # decoded on worker threads (one per stream) while the caller writes: ADBC and Arrow release the GIL
-            batches = read_ahead([convert(r) for r in readers], 2 * len(readers), name="tsarchive-extract")
+            batches = ReadAhead([convert(r) for r in readers], 2 * len(readers), name="tsarchive-extract")
             yield Snapshot(schema=out_schema, batches=batches, snapshot=snapshot_text, relation_oid=oid,
                            streams=len(readers))
             for cursor in cursors:

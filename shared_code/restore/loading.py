@@ -10,14 +10,14 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..database import connection as db
 from ..errors import VerificationError
 from ..ledger.jobs import Job
-from ..read_ahead import read_ahead
+from ..read_ahead import ReadAhead
 from ..typemap import quote_ident, text_companion
 from . import direct
 from .bounds import TimeFilter
@@ -50,26 +50,65 @@ class ChunkRestore:
 
 
 def restore_chunk(ctx: RestoreContext, job: Job, columns: Columns, target: tuple[str, str],
-                  rows: TimeFilter | None, *, allow_duplicates: bool, progress: Progress) -> ChunkRestore:
+                  rows: TimeFilter | None, *, allow_duplicates: bool, progress: Progress,
+                  feed: LakeFeed | None = None, loaded: Callable[[], None] | None = None) -> ChunkRestore:
     """One chunk into the target, in one transaction: lock it, load, read back, compare, commit. Straight from the
-    lake where no column needs a cast back (direct.py); through a staging table otherwise."""
+    lake where no column needs a cast back (direct.py), from `feed` if the caller started it; through a staging table
+    otherwise. `loaded` is called once the rows are in and the read-back proof begins (the caller starts the next
+    chunk's feed then, so its lake reading overlaps this proof)."""
     started = time.monotonic()
-    if not ctx.serial and direct.qualifies(columns):
+    feed = feed or LakeFeed.start(ctx, job, columns, rows)
+    if feed is not None:
         try:
-            return _restore(ctx, job, columns, target, rows, allow_duplicates, progress, started, straight=True)
+            return _restore(ctx, job, columns, target, rows, allow_duplicates, progress, started, feed, loaded)
         except direct.NeedsStaging as reason:
             log.info("restore of job %s goes through staging: %s", job.id, reason, extra={"job_id": job.id})
-    return _restore(ctx, job, columns, target, rows, allow_duplicates, progress, started, straight=False)
+        finally:
+            feed.close()
+    return _restore(ctx, job, columns, target, rows, allow_duplicates, progress, started, None, loaded)
+
+
+class LakeFeed:
+    """A chunk's lake rows in [rows) as the direct COPY takes them, hashed as archived, read on a worker thread a few
+    batches ahead (bounded memory) from `start` on."""
+
+    def __init__(self, ctx: RestoreContext, job: Job, columns: Columns, rows: TimeFilter | None) -> None:
+        from ..row_hash import RowSetHash
+
+        self.job_id = job.id
+        self.hash = RowSetHash()
+        self.stopped: list[direct.NeedsStaging] = []
+        self._batches = ReadAhead([direct.direct_batches(lake_batches(ctx, job, rows), columns, self.hash)],
+                                  _LAKE_AHEAD, name="tsarchive-lake-feed")
+
+    @classmethod
+    def start(cls, ctx: RestoreContext, job: Job, columns: Columns, rows: TimeFilter | None) -> LakeFeed | None:
+        """The job's feed, reading from now on; None where the rows must go through staging (a cast back, or one
+        connection at a time)."""
+        return cls(ctx, job, columns, rows) if not ctx.serial and direct.qualifies(columns) else None
+
+    def batches(self, progress: Progress) -> Iterator[pa.RecordBatch]:
+        try:
+            for batch in self._batches:
+                progress("rows", {"job_id": self.job_id, "rows": batch.num_rows})
+                yield batch
+        except direct.NeedsStaging as reason:  # ADBC turns it into its own error: keep it to say why
+            self.stopped.append(reason)
+            raise
+
+    def close(self) -> None:
+        self._batches.close()
 
 
 def _restore(ctx: RestoreContext, job: Job, columns: Columns, target: tuple[str, str], rows: TimeFilter | None,
-             allow_duplicates: bool, progress: Progress, started: float, *, straight: bool) -> ChunkRestore:
+             allow_duplicates: bool, progress: Progress, started: float, feed: LakeFeed | None,
+             loaded: Callable[[], None] | None) -> ChunkRestore:
     from ..row_hash import RowSetHash
 
     rel = db.relation_sql(*target)
-    lake_hash = RowSetHash()
+    lake_hash = feed.hash if feed else RowSetHash()
     names = [c["name"] for c in columns]
-    staging = None if straight else \
+    staging = None if feed else \
         f"__stage_{job.id}_{hashlib.sha1(rel.encode()).hexdigest()[:8]}_{int(time.time() * 1000) % 10**9}"
     with ctx.row_connection() as conn:
         cursor = conn.cursor()
@@ -95,10 +134,12 @@ def _restore(ctx: RestoreContext, job: Job, columns: Columns, target: tuple[str,
                 if staging:
                     cursor.execute(f"INSERT INTO {rel} ({', '.join(quote_ident(n) for n in names)}) "
                                    f"SELECT {select_exprs(columns, staged)} FROM {db.relation_sql(RESTORE_SCHEMA, staging)} s")
-                elif not _load_straight(cursor, ctx, job, columns, target, rows, lake_hash, progress):
+                elif feed and not _load_straight(cursor, target, feed, progress):
                     cursor.execute("ROLLBACK")
                     return ChunkRestore(job.id, job.chunk_name, 0, 0, "empty", lake_hash.hexdigest,
                                         time.monotonic() - started)
+                if loaded:
+                    loaded()
                 added = target_hash(cursor, rel, plans, chunk_rows) - before
                 if added != lake_hash:
                     raise VerificationError(
@@ -117,39 +158,18 @@ def _restore(ctx: RestoreContext, job: Job, columns: Columns, target: tuple[str,
                         time.monotonic() - started)
 
 
-def _load_straight(cursor: Any, ctx: RestoreContext, job: Job, columns: Columns, target: tuple[str, str],
-                   rows: TimeFilter | None, lake_hash: Any, progress: Progress) -> bool:
-    """COPY the lake's rows into the target inside the caller's transaction; False if the range holds none."""
+def _load_straight(cursor: Any, target: tuple[str, str], feed: LakeFeed, progress: Progress) -> bool:
+    """COPY the feed's rows into the target inside the caller's transaction; False if the range holds none."""
     import pyarrow as pa
 
-    stopped: list[direct.NeedsStaging] = []
-
-    def reported() -> Iterator[pa.RecordBatch]:
-        # the lake is read, hashed and converted on a worker thread while ADBC sends the previous batches
-        ahead = read_ahead([direct.direct_batches(lake_batches(ctx, job, rows), columns, lake_hash)], _LAKE_AHEAD,
-                           name="tsarchive-lake-feed")
-        try:
-            for batch in ahead:
-                progress("rows", {"job_id": job.id, "rows": batch.num_rows})
-                yield batch
-        except direct.NeedsStaging as reason:  # ADBC turns it into its own error: keep it to say why
-            stopped.append(reason)
-            raise
-        finally:
-            ahead.close()
-
-    feed = reported()
+    first, batches = direct.first_batch(feed.batches(progress))
+    if first is None:
+        return False
     try:
-        first, batches = direct.first_batch(feed)
-        if first is None:
-            return False
-        try:
-            cursor.ingest(target[1], pa.RecordBatchReader.from_batches(first.schema, batches), schema=target[0],
-                          create=False)
-        except Exception:
-            if stopped:
-                raise stopped[0] from None
-            raise
-        return True
-    finally:
-        feed.close()  # ends the lake thread even if ADBC stopped reading part-way
+        cursor.ingest(target[1], pa.RecordBatchReader.from_batches(first.schema, batches), schema=target[0],
+                      create=False)
+    except Exception:
+        if feed.stopped:
+            raise feed.stopped[0] from None
+        raise
+    return True

@@ -10,7 +10,7 @@ import psycopg
 from ..database import catalog
 from ..database.extract import query_batches
 from ..ledger.jobs import Job
-from ..read_ahead import read_ahead
+from ..read_ahead import ReadAhead
 from ..typemap import ColumnPlan, plan_columns, text_companion
 from .bounds import TimeFilter
 from .context import RestoreContext
@@ -41,7 +41,7 @@ def target_hash(cursor: Any, rel: str, plans: list[ColumnPlan], rows: TimeFilter
 
     hashed = RowSetHash()
     # ADBC decodes the next batch on a worker thread while this one is hashed (both release the GIL)
-    batches = read_ahead([query_batches(cursor, rel, plans, rows.where() if rows else "",
+    batches = ReadAhead([query_batches(cursor, rel, plans, rows.where() if rows else "",
                                         batch_size_bytes=_READBACK_BATCH)], _READ_AHEAD, name="tsarchive-readback")
     try:
         for batch in batches:

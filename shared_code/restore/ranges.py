@@ -20,7 +20,7 @@ from ..storage.blob import offline_summary
 from .bounds import Bound, TimeFilter, iso, range_name
 from .context import HasRestoreContext, Progress, RestoreContext, as_context, guarded
 from .duplicates import refuse_duplicates
-from .loading import ChunkRestore, restore_chunk
+from .loading import ChunkRestore, LakeFeed, restore_chunk
 from .selection import checked, jobs_for, lake_batches, offline_files, union_columns
 from .target import COMMENT_PREFIX, RESTORE_SCHEMA, check_existing, create_table, split_target
 
@@ -95,17 +95,32 @@ def _restore_range(ctx: RestoreContext, table: str, start: Bound, end: Bound, in
         skip = refuse_duplicates(ctx, schema, name, proven, rows, skip_present)
     if not exists:
         create_table(ctx, schema, name, columns, f"{COMMENT_PREFIX} of {table} [{iso(start)}, {iso(end)})")
-    for job, job_columns in proven:
-        if job.id in skip:
-            result.chunks.append(ChunkRestore(job.id, job.chunk_name, 0, 0, "present"))
-            continue
-        progress("chunk", {"job_id": job.id, "chunk": job.chunk_name, "rows": job.row_count or 0})
-        outcome = restore_chunk(ctx, job, job_columns, (schema, name), rows, allow_duplicates=allow_duplicates,
-                                progress=progress)
-        result.chunks.append(outcome)
-        progress("chunk_done", outcome.as_dict())
-        log.info("restore %s: %s %s rows of %s (job %s) into %s.%s in %.2f s, row hash %s", table, outcome.status,
-                 outcome.rows, job.chunk_name, job.id, schema, name, outcome.seconds, outcome.row_hash)
+    todo = [(job, job_columns) for job, job_columns in proven if job.id not in skip]
+    after = {job.id: todo[i + 1] for i, (job, _) in enumerate(todo[:-1])}  # each chunk's successor to load
+    feeds: dict[int, LakeFeed | None] = {}  # the next chunk's lake feed, started while this chunk's proof runs
+
+    def start_next(job_id: int) -> None:
+        if job_id in after and after[job_id][0].id not in feeds:
+            following, following_columns = after[job_id]
+            feeds[following.id] = LakeFeed.start(ctx, following, following_columns, rows)
+
+    try:
+        for job, job_columns in proven:
+            if job.id in skip:
+                result.chunks.append(ChunkRestore(job.id, job.chunk_name, 0, 0, "present"))
+                continue
+            progress("chunk", {"job_id": job.id, "chunk": job.chunk_name, "rows": job.row_count or 0})
+            outcome = restore_chunk(ctx, job, job_columns, (schema, name), rows, allow_duplicates=allow_duplicates,
+                                    progress=progress, feed=feeds.pop(job.id, None),
+                                    loaded=lambda job_id=job.id: start_next(job_id))
+            result.chunks.append(outcome)
+            progress("chunk_done", outcome.as_dict())
+            log.info("restore %s: %s %s rows of %s (job %s) into %s.%s in %.2f s, row hash %s", table, outcome.status,
+                     outcome.rows, job.chunk_name, job.id, schema, name, outcome.seconds, outcome.row_hash)
+    finally:
+        for feed in feeds.values():  # a chunk failed: the next one's feed stops unread
+            if feed is not None:
+                feed.close()
     result.seconds = time.monotonic() - started
     return result
 
