@@ -196,6 +196,7 @@ class ChunkArchiver:
             columns=recorded_columns(plans),
             manifest_sha256=hashlib.sha256(manifest_bytes).hexdigest(),
             vault_manifest=seal.manifest_path if seal else None, vault_manifest_sha256=seal.manifest_sha256 if seal else None,
+            file_parts={f.path: w.parts for f, w in zip(files, writer.files, strict=True) if w.parts},
         )
         crash_point("after_archived")
         self.progress("archived", job, {"rows": writer.rows, "bytes": nbytes, "seconds": time.monotonic() - started})

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import VerificationError
 from ..faults import crash_point
 from ..storage.delta_table import DataFile
+from ..storage.file_parts import part_bounds, recorded
 from ..storage.layout import ChunkLayout
 from ..storage.manifest import PARQUET_KEY
 from ..storage.partitioning import PartitionKey, PartitionSpec
@@ -54,6 +55,7 @@ class WrittenFile:
     sha256: str
     row_groups: int
     stats: dict[str, Any]
+    parts: list | None = None  # [[offset, length, sha256], ...] from the read-back (file_parts.py)
 
 
 def encoding_options(schema: pa.Schema, encodings: str) -> dict[str, Any]:
@@ -203,7 +205,7 @@ class ChunkFileWriter:
         import pyarrow.parquet as pq
 
         for entry in self.files:
-            verify_file(self.lake, entry.staging, entry.bytes, entry.sha256, entry.rows, self.schema, pq)
+            entry.parts = verify_file(self.lake, entry.staging, entry.bytes, entry.sha256, entry.rows, self.schema, pq)
 
     def publish(self) -> list[DataFile]:
         """Move the staged files to their visible names; return them as the Delta log will record them."""
@@ -235,24 +237,27 @@ class ChunkFileWriter:
             pass
 
 
-def verify_file(lake: Lake, path: str, size: int, sha256: str, rows: int, schema: pa.Schema | None, pq) -> None:
-    """One file read back against what was written (or recorded): size, digest, footer rows, schema, manifest."""
+def verify_file(lake: Lake, path: str, size: int, sha256: str, rows: int, schema: pa.Schema | None, pq) -> list:
+    """One file read back against what was written (or recorded): size, digest, footer rows, schema, manifest.
+    Returns its parts with their SHA-256s (file_parts.py), hashed in the same read."""
     found = lake.size(path)
     if found is None:
         raise VerificationError(f"{path}: missing from the lake")
     if found != size:
         raise VerificationError(f"{path}: {found} bytes in the lake, {size} written")
-    digest = lake.sha256(path)
-    if digest != sha256:
-        raise VerificationError(f"{path}: checksum {digest[:12]} in the lake, {sha256[:12]} written")
     with lake.open_read(path) as handle:
         meta = pq.ParquetFile(handle).metadata
+    parts = part_bounds(meta, size)
+    digest, digests = lake.sha256_parts(path, parts)
+    if digest != sha256:
+        raise VerificationError(f"{path}: checksum {digest[:12]} in the lake, {sha256[:12]} written")
     if meta.num_rows != rows:
         raise VerificationError(f"{path}: footer says {meta.num_rows} rows, {rows} written")
     if schema is not None and not meta.schema.to_arrow_schema().remove_metadata().equals(schema.remove_metadata()):
         raise VerificationError(f"{path}: schema in the footer differs from the extracted schema")
     if PARQUET_KEY not in (meta.metadata or {}):
         raise VerificationError(f"{path}: embedded manifest missing")
+    return recorded(parts, digests)
 
 
 def file_stats(meta, schema: pa.Schema) -> dict[str, Any]:

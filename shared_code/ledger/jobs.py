@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -66,6 +66,7 @@ class Job:
     terminal: bool = False  # failed in a way no automatic retry can fix
     vault_manifest: str | None = None  # the sealed immutable copy (vault.py), when a vault is configured
     vault_manifest_sha256: str | None = None
+    file_parts: dict[str, list] = field(default_factory=dict)  # path -> [[offset, length, sha256], ...] (file_parts.py)
 
     @property
     def table(self) -> str:
@@ -104,6 +105,7 @@ def _job(row: dict[str, Any]) -> Job:
         archive_snapshot=row.get("archive_snapshot"), chunk_oid=row.get("chunk_oid"),
         columns=row.get("columns"), manifest_sha256=row.get("manifest_sha256"), terminal=bool(row.get("terminal")),
         vault_manifest=row.get("vault_manifest"), vault_manifest_sha256=row.get("vault_manifest_sha256"),
+        file_parts=dict(row.get("file_parts") or {}),
     )
 
 
@@ -204,7 +206,7 @@ class Ledger(DrillRecords, RestoreRecords):
         assignments = [sql.SQL("state = %s"), sql.SQL("updated_at = now()")]
         params: list[Any] = [str(to_state)]
         for name, value in fields.items():
-            if name in ("lake_paths", "checksums", "columns"):
+            if name in ("lake_paths", "checksums", "columns", "file_parts"):
                 value = json.dumps(value)
             if value == "now()":
                 assignments.append(sql.SQL("{} = now()").format(sql.Identifier(name)))
@@ -228,7 +230,7 @@ class Ledger(DrillRecords, RestoreRecords):
                       row_count: int, byte_count: int, content_hash: str, schema_fingerprint: str, table_path: str,
                       delta_version: int | None, archive_snapshot: str | None, chunk_oid: int | None,
                       columns: list[dict[str, str]], manifest_sha256: str, vault_manifest: str | None = None,
-                      vault_manifest_sha256: str | None = None) -> Job:
+                      vault_manifest_sha256: str | None = None, file_parts: dict[str, list] | None = None) -> Job:
         """archiving -> archived: the committed files, their checksums, the Delta table version holding them, and
         the sealed vault copy (if any)."""
         return self.transition(
@@ -236,7 +238,8 @@ class Ledger(DrillRecords, RestoreRecords):
             manifest_path=manifest_path, row_count=row_count, byte_count=byte_count, content_hash=content_hash,
             schema_fingerprint=schema_fingerprint, table_path=table_path, delta_version=delta_version,
             archive_snapshot=archive_snapshot, chunk_oid=chunk_oid, columns=columns, manifest_sha256=manifest_sha256,
-            vault_manifest=vault_manifest, vault_manifest_sha256=vault_manifest_sha256, archived_at="now()", claimed_by_pid=None,
+            vault_manifest=vault_manifest, vault_manifest_sha256=vault_manifest_sha256, file_parts=file_parts or {},
+            archived_at="now()", claimed_by_pid=None,
             next_attempt_at=None,
         )
 

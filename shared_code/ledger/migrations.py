@@ -114,6 +114,10 @@ MIGRATIONS: list[str] = [
     ALTER TABLE {schema}.jobs ADD COLUMN IF NOT EXISTS vault_manifest text;
     ALTER TABLE {schema}.jobs ADD COLUMN IF NOT EXISTS vault_manifest_sha256 text;
     """,
+    # 11: each file's parts (head, row groups, footer) with their SHA-256: a restore checks only what it reads
+    """
+    ALTER TABLE {schema}.jobs ADD COLUMN IF NOT EXISTS file_parts jsonb NOT NULL DEFAULT '{{}}'::jsonb;
+    """,
 ]
 
 

@@ -10,7 +10,7 @@ from typing import Any, Protocol, TypeVar
 import psycopg
 
 from ..errors import ArchiverError, render_error
-from ..ledger.jobs import Job, Ledger
+from ..ledger.jobs import Ledger
 from ..storage.lake import Lake
 
 Progress = Callable[[str, dict[str, Any]], None]
@@ -24,7 +24,7 @@ class RestoreContext:
     conn: psycopg.Connection  # catalog reads, DDL on the target, the ledger's own connection
     ledger: Ledger
     lake: Lake
-    check_archive: Callable[[Job], list[str]]  # problems with a job's archive; empty when its files are proven
+    check_archive: Callable[..., list[str]]  # problems with a job's archive (checksum=False: all but whole-file SHAs)
     row_connection: Callable[[], AbstractContextManager[Any]]  # an ADBC connection for staging and the read-back
     serial: bool  # the server runs one transaction at a time and has no COPY FROM STDIN (the WASM build)
     lock_timeout_ms: int

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from ..database import catalog
@@ -15,6 +16,7 @@ from ..errors import ArchiverError, JobStateError, RestoreRefused, VerificationE
 from ..ledger.jobs import Job, JobState
 from ..results import rehydrate_command
 from ..storage.blob import OfflineFile, offline_summary
+from ..storage.file_parts import VerifiedFile
 from ..storage.manifest import Manifest
 from ..typemap import text_companion
 from .bounds import Bound, TimeFilter, iso, overlaps
@@ -22,6 +24,7 @@ from .context import RestoreContext
 
 if TYPE_CHECKING:
     import pyarrow as pa
+    import pyarrow.parquet as pq
 
 Columns = list[dict[str, str]]  # [{"name": ..., "pg_type": ...}] as recorded when the chunk was archived (PostgreSQL names)
 
@@ -63,7 +66,7 @@ def checked(ctx: RestoreContext, job: Job) -> tuple[Manifest, Columns]:
     The caller has already refused offline files (`refuse_offline`, or `offline_files` for a range)."""
     if job.state not in (JobState.ARCHIVED, JobState.DROPPED) or not job.manifest_path:
         raise JobStateError(f"job {job.id} is {job.state}; only archived or dropped jobs can be restored")
-    problems = ctx.check_archive(job)
+    problems = ctx.check_archive(job, checksum=whole_files_checked(job))
     if problems:
         raise VerificationError(f"the archive of job {job.id} ({job.chunk_name}) fails its check, not restoring: "
                                 f"{'; '.join(problems)}")
@@ -132,25 +135,53 @@ def lake_batches(ctx: RestoreContext, job: Job, rows: TimeFilter | None, columns
                  ) -> Iterator[pa.RecordBatch]:
     """The job's archived rows in [rows), as Arrow batches under their PostgreSQL names, read from its (already
     checked) files; `columns` (PostgreSQL names) narrows the read. Row groups outside the range are not read: their
-    statistics were written by the archive and are part of the files whose SHA-256 the ledger holds."""
-    import pyarrow.parquet as pq
+    statistics sit in the footer, whose SHA-256 the ledger holds (as a part, or within the whole file's)."""
 
     renames = lake_names(job)
     stored = {name: lake for lake, name in renames.items()}
     wanted = [stored.get(c, c) for c in columns] if columns is not None else None
     for path in job.lake_paths:
-        with ctx.lake.open_read(path) as handle:
-            parquet = pq.ParquetFile(handle)
+        with _opened(ctx, job, path) as (parquet, one_group_at_a_time):
             # only the row groups whose time statistics overlap the range (a day of a week-long chunk: a seventh)
             groups = rows.row_groups(parquet.metadata, stored.get(rows.column, rows.column)) if rows else None
-            if groups == []:
-                continue
-            for batch in parquet.iter_batches(batch_size=65_536, columns=wanted, row_groups=groups):
-                if renames:
-                    batch = batch.rename_columns([renames.get(n, n) for n in batch.schema.names])
-                batch = rows.apply(batch) if rows else batch
-                if batch.num_rows:
-                    yield batch
+            if groups is None:
+                groups = list(range(parquet.metadata.num_row_groups))
+            # verified parts: one row group read, checked and decoded at a time (memory: a row group, not a file)
+            for chosen in ([[g] for g in groups] if one_group_at_a_time else [groups] if groups else []):
+                for batch in parquet.iter_batches(batch_size=65_536, columns=wanted, row_groups=chosen):
+                    if renames:
+                        batch = batch.rename_columns([renames.get(n, n) for n in batch.schema.names])
+                    batch = rows.apply(batch) if rows else batch
+                    if batch.num_rows:
+                        yield batch
+
+
+def whole_files_checked(job: Job) -> bool:
+    """Whether a restore must hash the job's whole files first: it was archived before the ledger kept each file's
+    parts (row groups and footer) with their SHA-256s; with them, only the parts a restore reads are checked, as read."""
+    return not job.lake_paths or any(path not in job.file_parts for path in job.lake_paths)
+
+
+@contextmanager
+def _opened(ctx: RestoreContext, job: Job, path: str) -> Iterator[tuple[pq.ParquetFile, bool]]:
+    """A lake file for decoding: through its verified parts when the ledger has them (every byte decoded is checked
+    against the ledger in the read that fetched it), else as it is (its whole SHA-256 was checked before)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    parts = job.file_parts.get(path)
+    if not parts:
+        with ctx.lake.open_read(path) as handle:
+            yield pq.ParquetFile(handle), False
+        return
+    size = sum(int(p[1]) for p in parts)
+    verified = VerifiedFile(path, size, parts, lambda offset, length: ctx.lake.read_range(path, offset, length))
+    try:
+        metadata = pq.read_metadata(pa.BufferReader(verified.footer()))
+    except (OSError, ValueError) as error:
+        raise VerificationError(f"{path}: its footer matches the ledger but does not parse ({error})") from None
+    with verified:
+        yield pq.ParquetFile(verified, metadata=metadata), True
 
 
 def lake_companions(ctx: RestoreContext, job: Job, names: list[str]) -> set[str]:

@@ -281,6 +281,18 @@ class Lake(BlobOperations):
                 digest.update(block)
         return digest.hexdigest()
 
+    def sha256_parts(self, relative: str, parts: list[tuple[int, int]]) -> tuple[str, list[str]]:
+        """One read of a file: its SHA-256 and each part's (file_parts.py)."""
+        from .file_parts import digest_parts
+
+        with self.fs.open_input_stream(self.path(relative)) as stream:
+            return digest_parts(lambda: stream.read(_READ_BLOCK), parts)
+
+    def read_range(self, relative: str, offset: int, length: int) -> bytes:
+        """`length` bytes of a file from `offset` (one ranged read in Azure)."""
+        with self.fs.open_input_file(self.path(relative)) as handle:
+            return handle.read_at(length, offset).to_pybytes()
+
     def open_read(self, relative: str) -> NativeFile:
         return self.fs.open_input_file(self.path(relative))
 
