@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from datetime import UTC, datetime
+from pathlib import Path
 
 import psycopg
 import pyarrow as pa
@@ -29,7 +30,7 @@ def _file(tmp_path, groups: int = 4) -> tuple[str, pa.Table]:
 
 
 def _verified(path: str, reads: list[tuple[int, int]] | None = None) -> VerifiedFile:
-    size = len(open(path, "rb").read())
+    size = Path(path).stat().st_size
     parts = part_bounds(pq.ParquetFile(path).metadata, size)
     with open(path, "rb") as stream:
         _, digests = digest_parts(lambda: stream.read(1000), parts)  # blocks that straddle the parts
@@ -45,7 +46,7 @@ def _verified(path: str, reads: list[tuple[int, int]] | None = None) -> Verified
 
 def test_parts_cover_the_file_and_each_digest_is_its_bytes(tmp_path):
     path, _ = _file(tmp_path)
-    data = open(path, "rb").read()
+    data = Path(path).read_bytes()
     parts = part_bounds(pq.ParquetFile(path).metadata, len(data))
     assert len(parts) == 4 + 2 and parts[0] == (0, 4)  # the magic, four row groups, the footer
     assert [o for o, _ in parts] == sorted(o for o, _ in parts) and sum(n for _, n in parts) == len(data)
@@ -70,9 +71,9 @@ def test_a_changed_row_group_is_refused_when_read_and_only_then(tmp_path):
     path, table = _file(tmp_path)
     verified = _verified(path)
     offset, length, _ = verified.parts[2]  # row group 1
-    data = bytearray(open(path, "rb").read())
+    data = bytearray(Path(path).read_bytes())
     data[offset + length // 2] ^= 0xFF
-    open(path, "wb").write(bytes(data))
+    Path(path).write_bytes(bytes(data))
     metadata = pq.read_metadata(pa.BufferReader(verified.footer()))
     assert pq.ParquetFile(verified, metadata=metadata).read_row_group(0).equals(table.slice(0, 1000))
     with pytest.raises(VerificationError, match="row group 1 .* differs from what was archived"):
@@ -82,9 +83,9 @@ def test_a_changed_row_group_is_refused_when_read_and_only_then(tmp_path):
 def test_a_changed_footer_or_parts_that_miss_bytes_are_refused(tmp_path):
     path, _ = _file(tmp_path)
     verified = _verified(path)
-    data = bytearray(open(path, "rb").read())
+    data = bytearray(Path(path).read_bytes())
     data[-20] ^= 0xFF
-    open(path, "wb").write(bytes(data))
+    Path(path).write_bytes(bytes(data))
     with pytest.raises(VerificationError, match="the footer .* differs"):
         verified.footer()
     with pytest.raises(VerificationError, match="parts do not cover"):
@@ -100,12 +101,12 @@ def archived(pg_dsn, tmp_path):
         conn.execute("INSERT INTO parts SELECT '2020-01-01'::timestamptz + i * interval '2 minutes', i / 3.0, 'x' || i "
                      "FROM generate_series(0, 19999) i")  # 2020-01-01 .. 2020-01-28
         conn.execute("CREATE TABLE original AS SELECT * FROM parts")
-    engine = engine_for(pg_dsn, tmp_path / "lake", now=NOW, partitioned_tables=["public.parts"], row_group_rows=1000)
-    with engine:
+    with engine_for(pg_dsn, tmp_path / "lake", now=NOW, partitioned_tables=["public.parts"],
+                    row_group_rows=1000) as engine:
         assert not engine.run().failed
         (job,) = engine.ledger.all_jobs()
-    assert list(job.file_parts) == job.lake_paths and len(job.file_parts[job.lake_paths[0]]) == 20 + 2
-    return engine, job
+        assert list(job.file_parts) == job.lake_paths and len(job.file_parts[job.lake_paths[0]]) == 20 + 2
+        yield engine, job
 
 
 def test_a_range_restore_reads_only_its_row_groups_and_proves_them(archived, pg_dsn, monkeypatch):
@@ -115,8 +116,7 @@ def test_a_range_restore_reads_only_its_row_groups_and_proves_them(archived, pg_
     monkeypatch.setattr(Lake, "read_range", lambda self, p, o, n: reads.append((p, o, n)) or real(self, p, o, n))
     monkeypatch.setattr(Lake, "sha256", lambda *a: pytest.fail("a restore with recorded parts hashes no whole file"))
     low, high = datetime(2020, 1, 10, tzinfo=UTC), datetime(2020, 1, 11, tzinfo=UTC)  # 720 rows: one or two groups
-    with engine:
-        result = restore_range(engine, "public.parts", low, high)
+    result = restore_range(engine, "public.parts", low, high)
     size = sum(p[1] for p in job.file_parts[job.lake_paths[0]])
     assert result.rows == 720 and 2 <= len(reads) <= 3 and sum(n for _, _, n in reads) < size / 5
     with psycopg.connect(pg_dsn) as conn:
@@ -131,13 +131,12 @@ def test_a_changed_row_group_stops_the_restore_that_reads_it_and_the_check_finds
     path = job.lake_paths[0]
     offset, length, _ = job.file_parts[path][1 + 12]  # row group 12: 2020-01-17 16:00 .. 2020-01-19 01:18
     local = engine.lake.path(path)
-    data = bytearray(open(local, "rb").read())
+    data = bytearray(Path(local).read_bytes())
     data[offset + length // 2] ^= 0x01
-    open(local, "wb").write(bytes(data))
-    with engine:
-        with pytest.raises(VerificationError, match="row group 12 .* differs from what was archived"):
-            restore_range(engine, "public.parts", datetime(2020, 1, 17, tzinfo=UTC), datetime(2020, 1, 18, tzinfo=UTC))
-        elsewhere = restore_range(engine, "public.parts", datetime(2020, 1, 2, tzinfo=UTC),
-                                  datetime(2020, 1, 3, tzinfo=UTC))  # reads none of the changed bytes
-        assert elsewhere.rows == 720
-        assert any("checksum differs" in p for p in engine.check_archive(job))  # the drill and verify still see it
+    Path(local).write_bytes(bytes(data))
+    with pytest.raises(VerificationError, match="row group 12 .* differs from what was archived"):
+        restore_range(engine, "public.parts", datetime(2020, 1, 17, tzinfo=UTC), datetime(2020, 1, 18, tzinfo=UTC))
+    elsewhere = restore_range(engine, "public.parts", datetime(2020, 1, 2, tzinfo=UTC),
+                              datetime(2020, 1, 3, tzinfo=UTC))  # reads none of the changed bytes
+    assert elsewhere.rows == 720
+    assert any("checksum differs" in p for p in engine.check_archive(job))  # the drill and verify still see it

@@ -7,6 +7,7 @@ part of that surface the archiver uses: statements, Arrow result streams, bulk i
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -82,8 +83,31 @@ class ArrowCursor:
         rows = self.fetchall()
         return rows[0] if rows else None
 
-    def ingest(self, table: str, data: pa.RecordBatchReader, *, schema: str, create: bool) -> int:
-        """Bulk-load a stream of batches (COPY) into `schema.table`, created from the batches' types if `create`."""
+    def ingest(self, table: str, batch_schema: pa.Schema, batches: Iterator[pa.RecordBatch], *, schema: str,
+               create: bool) -> int:
+        """Bulk-load a stream of batches (COPY) into `schema.table`, created from the batches' types if `create`.
+
+        An error raised by `batches` itself (a lake file that fails its check, a value that needs staging) is raised
+        as it was; ADBC would otherwise hand back its own error with that one's text inside."""
+        import pyarrow as pa
+
+        raised: list[BaseException] = []
+
+        def watched() -> Iterator[pa.RecordBatch]:
+            try:
+                yield from batches
+            except Exception as error:
+                raised.append(error)
+                raise
+
+        try:
+            return self._ingest(table, pa.RecordBatchReader.from_batches(batch_schema, watched()), schema, create)
+        except Exception:
+            if raised:
+                raise raised[0] from None
+            raise
+
+    def _ingest(self, table: str, data: pa.RecordBatchReader, schema: str, create: bool) -> int:
         import adbc_driver_manager as manager
 
         self._release()

@@ -77,7 +77,6 @@ class LakeFeed:
 
         self.job_id = job.id
         self.hash = RowSetHash()
-        self.stopped: list[direct.NeedsStaging] = []
         self._batches = ReadAhead([direct.direct_batches(lake_batches(ctx, job, rows), columns, self.hash)],
                                   _LAKE_AHEAD, name="tsarchive-lake-feed")
 
@@ -88,13 +87,9 @@ class LakeFeed:
         return cls(ctx, job, columns, rows) if not ctx.serial and direct.qualifies(columns) else None
 
     def batches(self, progress: Progress) -> Iterator[pa.RecordBatch]:
-        try:
-            for batch in self._batches:
-                progress("rows", {"job_id": self.job_id, "rows": batch.num_rows})
-                yield batch
-        except direct.NeedsStaging as reason:  # ADBC turns it into its own error: keep it to say why
-            self.stopped.append(reason)
-            raise
+        for batch in self._batches:
+            progress("rows", {"job_id": self.job_id, "rows": batch.num_rows})
+            yield batch
 
     def close(self) -> None:
         self._batches.close()
@@ -160,16 +155,9 @@ def _restore(ctx: RestoreContext, job: Job, columns: Columns, target: tuple[str,
 
 def _load_straight(cursor: Any, target: tuple[str, str], feed: LakeFeed, progress: Progress) -> bool:
     """COPY the feed's rows into the target inside the caller's transaction; False if the range holds none."""
-    import pyarrow as pa
 
     first, batches = direct.first_batch(feed.batches(progress))
     if first is None:
         return False
-    try:
-        cursor.ingest(target[1], pa.RecordBatchReader.from_batches(first.schema, batches), schema=target[0],
-                      create=False)
-    except Exception:
-        if feed.stopped:
-            raise feed.stopped[0] from None
-        raise
+    cursor.ingest(target[1], first.schema, batches, schema=target[0], create=False)
     return True

@@ -75,7 +75,6 @@ def _stage_type(kind: pa.DataType) -> str:
 def stage(cursor: Any, batches: Iterator[pa.RecordBatch], stage_name: str, hashed: RowSetHash,
           progress: Progress, job: Job, *, serial: bool) -> dict[str, str]:
     """Load the lake's rows into a staging table, hashing them on the way; the staged columns' types."""
-    import pyarrow as pa
 
     first = next(batches, None)
     if first is None:
@@ -98,8 +97,7 @@ def stage(cursor: Any, batches: Iterator[pa.RecordBatch], stage_name: str, hashe
         for batch in _chain(head, prepared):
             cursor.executemany(insert, batch)
     else:
-        reader = pa.RecordBatchReader.from_batches(head.schema, _chain(head, prepared))
-        cursor.ingest(stage_name, reader, schema=RESTORE_SCHEMA, create=True)
+        cursor.ingest(stage_name, head.schema, _chain(head, prepared), schema=RESTORE_SCHEMA, create=True)
     literal = "'" + rel.replace("'", "''") + "'"
     cursor.execute("SELECT a.attname::text, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
                    f"WHERE a.attrelid = {literal}::regclass AND a.attnum > 0 AND NOT a.attisdropped")

@@ -291,7 +291,8 @@ class Lake(BlobOperations):
     def read_range(self, relative: str, offset: int, length: int) -> bytes:
         """`length` bytes of a file from `offset` (one ranged read in Azure)."""
         with self.fs.open_input_file(self.path(relative)) as handle:
-            return handle.read_at(length, offset).to_pybytes()
+            data = handle.read_at(length, offset)
+        return data if isinstance(data, bytes) else data.to_pybytes()
 
     def open_read(self, relative: str) -> NativeFile:
         return self.fs.open_input_file(self.path(relative))
