@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 log = logging.getLogger("tsarchive")
-_LAKE_AHEAD = 4  # lake batches (65,536 rows each) ready ahead of the COPY into the target
+_LAKE_AHEAD = 2  # lake batches (65,536 rows each) ready ahead of the COPY into the target
 
 
 @dataclass

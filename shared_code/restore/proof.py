@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from ..row_hash import RowSetHash
 
 _READBACK_BATCH = 4 << 20  # bytes per Arrow batch read back for the proof: memory stays flat whatever the chunk size
-_READ_AHEAD = 2  # batches decoded ahead of the hashing
+_READ_AHEAD = 1  # batches decoded ahead of the hashing
 
 
 def readback_plans(conn: psycopg.Connection, schema: str, name: str, columns: Columns,

@@ -18,7 +18,7 @@ from ..errors import VerificationError
 
 Part = tuple[int, int]  # offset, length
 RecordedPart = list  # [offset, length, sha256 hex], as the ledger keeps it (JSON)
-_CACHED_PARTS = 2  # row groups kept decoded-from at once: memory stays one or two row groups, not a file
+_CACHED_PARTS = 1  # row groups kept decoded-from at once: memory stays one or two row groups, not a file
 
 
 def part_bounds(metadata: Any, size: int) -> list[Part]:
