@@ -80,6 +80,13 @@ def due_partitions(conn: psycopg.Connection, parent: str, days: int = 730, now: 
     return sorted(due)
 
 
+def compressible_hypertable(conn: psycopg.Connection, table: str, chunk_interval: str) -> None:
+    """`table` (ts, device, value) as a hypertable whose chunks compress segmented by device."""
+    conn.execute(f"CREATE TABLE {table} (ts timestamptz NOT NULL, device int, value float8)")
+    conn.execute(f"SELECT create_hypertable('{table}', by_range('ts', INTERVAL '{chunk_interval}'))")
+    conn.execute(f"ALTER TABLE {table} SET (timescaledb.compress, timescaledb.compress_segmentby = 'device')")
+
+
 def rows_of(conn: psycopg.Connection, relation: str, order: str = "1, 2") -> list[tuple]:
     return [tuple(r) for r in conn.execute(f"SELECT * FROM {relation} ORDER BY {order}").fetchall()]
 

@@ -15,7 +15,7 @@ from shared_code.ledger import JobState
 from shared_code.typemap import plan_columns
 
 from .conftest import engine_for
-from .helpers import due_partitions, ledger_jobs, make_monthly_partitions, normalise, parquet_rows
+from .helpers import compressible_hypertable, due_partitions, ledger_jobs, make_monthly_partitions, normalise, parquet_rows
 
 PARENT = "public.events"
 
@@ -209,9 +209,7 @@ def test_a_compressed_chunk_streams_over_time_slices_of_one_snapshot(native_tsdb
 
     table = f"{native_tsdb.schema}.squeezed"
     with native_tsdb.connect() as conn:
-        conn.execute(f"CREATE TABLE {table} (ts timestamptz NOT NULL, device int, value float8)")
-        conn.execute(f"SELECT create_hypertable('{table}', by_range('ts', INTERVAL '30 days'))")
-        conn.execute(f"ALTER TABLE {table} SET (timescaledb.compress, timescaledb.compress_segmentby = 'device')")
+        compressible_hypertable(conn, table, "30 days")
         # 30-day chunks from the epoch: one starts on 2020-01-09, and these 28 days all fall in it
         conn.execute(f"INSERT INTO {table} SELECT '2020-01-09'::timestamptz + g * interval '1 minute', g % 4, g "
                      "FROM generate_series(0, 40000) g")
@@ -238,9 +236,7 @@ def test_recompressed_and_updated_compressed_chunks_are_changes(timescale, tmp_p
     """TimescaleDB: a chunk compressed at archive time, then recompressed, or one row updated, is re-archived."""
     table = f"{timescale.schema}.metrics"
     with timescale.connect() as conn:
-        conn.execute(f"CREATE TABLE {table} (ts timestamptz NOT NULL, device int, value float8)")
-        conn.execute(f"SELECT create_hypertable('{table}', by_range('ts', INTERVAL '7 days'))")
-        conn.execute(f"ALTER TABLE {table} SET (timescaledb.compress, timescaledb.compress_segmentby = 'device')")
+        compressible_hypertable(conn, table, "7 days")
         # 7-day chunks start on Thursdays (the epoch's weekday): 2020-01-09 and 2020-01-16, two whole chunks
         conn.execute(f"INSERT INTO {table} SELECT '2020-01-09'::timestamptz + g * interval '1 minute', g % 3, g "
                      "FROM generate_series(0, 14 * 1440 - 1) g")
