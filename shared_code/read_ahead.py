@@ -23,7 +23,8 @@ class ReadAhead(Generic[T]):
     def __init__(self, sources: list[Iterable[T]], depth: int, *, name: str = "tsarchive-read-ahead") -> None:
         self._out: queue.Queue[Any] = queue.Queue(maxsize=max(1, depth))
         self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._pump, args=(s,), name=name, daemon=True) for s in sources]
+        self._threads = [threading.Thread(target=self._pump, args=(i, s), name=name, daemon=True)
+                         for i, s in enumerate(sources)]
         self._running = len(self._threads)
         for thread in self._threads:
             thread.start()
@@ -32,6 +33,17 @@ class ReadAhead(Generic[T]):
         return self
 
     def __next__(self) -> T:
+        return self._next()[1]
+
+    def tagged(self) -> Iterator[tuple[int, T]]:
+        """The items with the index of the source each came from."""
+        while True:
+            try:
+                yield self._next()
+            except StopIteration:
+                return
+
+    def _next(self) -> tuple[int, T]:
         while self._running:
             item = self._out.get()
             if item is _DONE:
@@ -66,11 +78,11 @@ class ReadAhead(Generic[T]):
                 continue
         return False
 
-    def _pump(self, source: Iterable[T]) -> None:
+    def _pump(self, index: int, source: Iterable[T]) -> None:
         items = iter(source)
         try:
             for item in items:
-                if not self._put(item):
+                if not self._put((index, item)):
                     return
             self._put(_DONE)
         except BaseException as error:  # noqa: BLE001 - handed to the consumer

@@ -234,8 +234,8 @@ class ChunkArchiver:
             )
             try:
                 with telemetry.span("write", job_id=job.id, streams=snap.streams):
-                    for batch in snap.batches:
-                        writer.write(batch)
+                    for stream, batch in snap.batches.tagged():  # a stream's rows stay in its own row groups
+                        writer.write(batch, stream)
                     writer.close()
             except BaseException:
                 writer.abort()

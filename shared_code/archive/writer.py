@@ -110,8 +110,9 @@ class ChunkFileWriter:
         self.chunk_start = chunk_start
         self.encodings = encodings
         self._open: dict[PartitionKey, _OpenFile] = {}
-        self._buffers: dict[PartitionKey, list[pa.RecordBatch]] = {}
-        self._buffered: dict[PartitionKey, int] = {}
+        self._buffers: dict[tuple[PartitionKey, int], list[pa.RecordBatch]] = {}  # (partition, stream) -> rows
+        self._buffered: dict[tuple[PartitionKey, int], int] = {}
+        self._streams: set[int] = set()
         self._parts: dict[PartitionKey, int] = {}
         self.files: list[WrittenFile] = []
         self.published: list[str] = []
@@ -125,22 +126,31 @@ class ChunkFileWriter:
         return sum(f.rows for f in self.files)
 
     # -- writing -------------------------------------------------------------------------------
-    def write(self, batch: pa.RecordBatch) -> None:
-        """Buffer a batch's rows in their partitions; flush the fullest partition once a row group's worth waits."""
+    def write(self, batch: pa.RecordBatch, stream: int = 0) -> None:
+        """Buffer a batch's rows by partition and by the stream they came from; write a buffer as a row group once it
+        holds a row group's worth, or the fullest once all buffers hold that much per stream.
+
+        Streams read different stretches of a chunk (ctid ranges, time slices): kept apart, each row group covers one
+        stretch, so its time statistics stay narrow and readers (a restore of a day, DuckDB, Spark) skip the others."""
         for key, rows in self.spec.split(batch, self.chunk_start):
             if rows.num_rows:
-                self._buffers.setdefault(key, []).append(rows)
-                self._buffered[key] = self._buffered.get(key, 0) + rows.num_rows
-        while sum(self._buffered.values()) >= self.row_group_rows:
+                self._streams.add(stream)
+                slot = (key, stream)
+                self._buffers.setdefault(slot, []).append(rows)
+                self._buffered[slot] = self._buffered.get(slot, 0) + rows.num_rows
+                if self._buffered[slot] >= self.row_group_rows:
+                    self._flush(slot, self.row_group_rows)
+        while sum(self._buffered.values()) >= self.row_group_rows * len(self._streams):  # memory stays bounded
             fullest = max(self._buffered, key=lambda k: self._buffered[k])
             self._flush(fullest, self.row_group_rows)
 
-    def _flush(self, key: PartitionKey, limit: int | None = None) -> None:
-        """Write up to `limit` buffered rows of one partition as one row group."""
+    def _flush(self, slot: tuple[PartitionKey, int], limit: int | None = None) -> None:
+        """Write up to `limit` buffered rows of one partition and stream as one row group."""
         import pyarrow as pa
 
-        buffered, take, kept = self._buffers.pop(key, []), [], []
-        remaining = limit if limit is not None else self._buffered.get(key, 0)
+        key = slot[0]
+        buffered, take, kept = self._buffers.pop(slot, []), [], []
+        remaining = limit if limit is not None else self._buffered.get(slot, 0)
         for batch in buffered:
             if remaining <= 0:
                 kept.append(batch)
@@ -152,11 +162,11 @@ class ChunkFileWriter:
                 kept.append(batch.slice(remaining))
                 remaining = 0
         if kept:
-            self._buffers[key] = kept
+            self._buffers[slot] = kept
         table = pa.Table.from_batches(take, schema=self.schema)
-        self._buffered[key] = self._buffered.get(key, 0) - table.num_rows
-        if not self._buffered[key]:
-            del self._buffered[key]
+        self._buffered[slot] = self._buffered.get(slot, 0) - table.num_rows
+        if not self._buffered[slot]:
+            del self._buffered[slot]
         if not table.num_rows:
             return
         handle = self._open.get(key) or self._open_file(key)
@@ -192,9 +202,9 @@ class ChunkFileWriter:
 
     def close(self) -> list[WrittenFile]:
         """Flush every buffer and close every file; an empty chunk yields no file."""
-        for key in list(self._buffers):
-            while self._buffered.get(key):
-                self._flush(key, self.row_group_rows)
+        for slot in sorted(self._buffers, key=lambda s: s[1]):
+            while self._buffered.get(slot):
+                self._flush(slot, self.row_group_rows)
         for key in list(self._open):
             self._close_file(key)
         return self.files

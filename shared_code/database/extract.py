@@ -34,7 +34,7 @@ class Snapshot:
     """The consistent view an extraction reads: its batches, and the pg_snapshot they were read in."""
 
     schema: pa.Schema
-    batches: Iterator[pa.RecordBatch]
+    batches: ReadAhead[pa.RecordBatch]  # iterate it, or `.tagged()` for (stream, batch): each stream is one time range
     snapshot: str  # pg_current_snapshot() as text: the drop's change check compares rows against it
     relation_oid: int | None  # the chunk's identity as read in the snapshot
     streams: int
