@@ -44,6 +44,23 @@ def test_record_is_idempotent_and_keeps_progress(pg_dsn):
         assert ledger.record(CHUNK, JobState.PLANNED).state == JobState.ARCHIVING  # in-flight work is not reset
 
 
+def test_a_chunk_dropped_since_the_plan_read_the_catalog_is_not_planned_again(pg_dsn):
+    """Two workers: one plans from a catalog read that still lists a chunk the other then archives and drops. Its
+    record skips that chunk (no job for a relation that is gone); once the partition exists again, it is planned."""
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        ledger = Ledger(conn, "archiver")
+        ledger.migrate()
+        conn.execute("CREATE TABLE public.events_2020_01 (ts timestamptz)")
+        job = ledger.record(CHUNK, JobState.PLANNED)
+        ledger.transition(job.id, [JobState.PLANNED], JobState.ARCHIVED)
+        conn.execute("DROP TABLE public.events_2020_01")
+        ledger.mark_dropped(job.id)
+        assert ledger.record_many([(CHUNK, JobState.PLANNED, "")]) == []
+        conn.execute("CREATE TABLE public.events_2020_01 (ts timestamptz)")  # re-created, rows restored into it
+        (again,) = ledger.record_many([(CHUNK, JobState.PLANNED, "")])
+        assert again.id != job.id and again.state == JobState.PLANNED
+
+
 def test_transition_is_compare_and_set(pg_dsn):
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         ledger = Ledger(conn, "archiver")

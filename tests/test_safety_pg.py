@@ -54,6 +54,30 @@ def test_late_change_between_archive_and_drop_is_not_lost(pg_dsn, tmp_path, chan
     assert len([p for p in visible_files(lake) if f"-j{job.id}-" in p.name]) == 1
 
 
+@pytest.mark.scenario('Two planners at once: a chunk re-planned from a stale catalog read is retired, not failed')
+def test_a_twin_planned_from_a_stale_catalog_read_is_retired_not_failed(pg_dsn, tmp_path):
+    """Two planners at once: one records a chunk the other has just archived and dropped (its INSERT waited on the
+    dropping row). Archiving that twin finds the chunk gone and the earlier job dropped: the twin is retired (it wrote
+    nothing), the step is skipped, nothing fails, one job per chunk stays."""
+    from datetime import UTC, datetime
+
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE twin (ts timestamptz NOT NULL, v int) PARTITION BY RANGE (ts)")
+        conn.execute("CREATE TABLE twin_2020_01 PARTITION OF twin FOR VALUES FROM ('2020-01-01') TO ('2020-02-01')")
+        conn.execute("INSERT INTO twin SELECT '2020-01-01'::timestamptz + i * interval '1 hour', i FROM generate_series(0, 99) i")
+    with engine_for(pg_dsn, tmp_path / "lake", now=datetime(2026, 1, 1, tzinfo=UTC),
+                    partitioned_tables=["public.twin"]) as engine:
+        assert not engine.run().failed
+        (first,) = engine.ledger.all_jobs()
+        with psycopg.connect(pg_dsn, autocommit=True) as conn:  # the stale plan's record, as the race leaves it
+            conn.execute("CREATE TABLE twin_2020_01 (LIKE twin)")
+            (twin,) = engine.ledger.record_many([(first.chunk, JobState.PLANNED, "")])
+            conn.execute("DROP TABLE twin_2020_01")
+        result = engine.archive(twin.id)
+        assert (result.outcome, result.detail) == ("skipped", f"already archived and dropped by job {first.id}")
+        assert [j.id for j in engine.ledger.all_jobs()] == [first.id]
+
+
 @pytest.mark.scenario('Two runs at once: each chunk archived once')
 def test_two_concurrent_runs_archive_each_chunk_once(pg_dsn, tmp_path):
     # The CLI reads the real clock, so the data is built around the real time (monthly bounds: date-independent).

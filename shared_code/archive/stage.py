@@ -50,6 +50,14 @@ def job_layout(settings: Settings, job: Job) -> ChunkLayout:
     return chunk_layout("", schema, name, job.chunk_name, job.range_start, job.range_end, job.id)
 
 
+class ArchivedByTwin(Exception):  # noqa: N818 - a finding, not a failure
+    """The job's chunk was archived and dropped by an earlier job for the same chunk (two planners at once)."""
+
+    def __init__(self, twin: Job) -> None:
+        super().__init__(f"archived by job {twin.id}")
+        self.twin = twin
+
+
 class ChunkArchiver:
     """One claimed job's archive: the files, the Delta commit, the manifest, the vault seal, the ledger record."""
 
@@ -74,6 +82,10 @@ class ChunkArchiver:
         with telemetry.span("archive", job_id=job.id, table=job.table, chunk=name, attempt=job.attempts):
             try:
                 result = self._archive(job, started)
+            except ArchivedByTwin as done:  # planned from a stale catalog read: another worker archived the chunk
+                self.ledger.retire_twin(job.id)
+                return StepResult(job.id, name, "archive", "skipped", f"already archived and dropped by job {done.twin.id}",
+                                  seconds=time.monotonic() - started)
             except Exception as error:  # noqa: BLE001 - any failure leaves the chunk in place and the job failed
                 telemetry.chunks_failed.add(1, {"step": "archive", "table": job.table})
                 return self._fail(job, error, started)
@@ -103,6 +115,9 @@ class ChunkArchiver:
         source = catalog.chunk_source(self.conn, str(job.kind), job.table_schema, job.table_name, job.chunk_schema,
                                       job.chunk_name)
         if source is None:
+            twin = self.ledger.dropped_twin(job)
+            if twin is not None:
+                raise ArchivedByTwin(twin)
             raise ArchiverError(f"{job.chunk.qualified_chunk} no longer exists; it was dropped outside the archiver "
                                 "before it could be archived")
         plans = plan_columns(source.columns, unsupported_as_text=s.unsupported_as_text)

@@ -88,6 +88,12 @@ class Job:
         return out
 
 
+def _range_columns(job: Job) -> tuple[Any, Any, Any, Any]:
+    """range_start, range_end, range_start_int, range_end_int as the jobs table stores a job's range."""
+    integer = isinstance(job.range_start, int) or isinstance(job.range_end, int)
+    return (None, None, job.range_start, job.range_end) if integer else (job.range_start, job.range_end, None, None)
+
+
 def _job(row: dict[str, Any]) -> Job:
     integer = row["range_start_int"] is not None or row["range_end_int"] is not None
     return Job(
@@ -136,6 +142,23 @@ class Ledger(DrillRecords, RestoreRecords):
         jobs = self._select(sql.SQL("id = %s"), (job_id,))
         return jobs[0] if jobs else None
 
+    def dropped_twin(self, job: Job) -> Job | None:
+        """An earlier job that archived and dropped the same chunk (same name and range): `job` was planned from a
+        catalog read taken before that drop (two planners at once)."""
+        jobs = self._select(sql.SQL(
+            "chunk_schema = %s AND chunk_name = %s AND state = 'dropped' AND id < %s "
+            "AND range_start IS NOT DISTINCT FROM %s AND range_end IS NOT DISTINCT FROM %s "
+            "AND range_start_int IS NOT DISTINCT FROM %s AND range_end_int IS NOT DISTINCT FROM %s"),
+            (job.chunk_schema, job.chunk_name, job.id, *_range_columns(job)))
+        return jobs[-1] if jobs else None
+
+    def retire_twin(self, job_id: int) -> bool:
+        """archiving -> gone: delete a job that wrote nothing because its chunk was archived and dropped by a twin
+        (dropped_twin); the ledger keeps one job per archived chunk."""
+        row = self.conn.execute(sql.SQL("DELETE FROM {} WHERE id = %s AND state = 'archiving' AND lake_paths = '[]' "
+                                        "RETURNING id").format(self._jobs), (job_id,)).fetchone()
+        return row is not None
+
     def live_for(self, chunk: Chunk) -> Job | None:
         jobs = self._select(
             sql.SQL("chunk_schema = %s AND chunk_name = %s AND state <> 'dropped'"), (chunk.chunk_schema, chunk.chunk_name)
@@ -164,7 +187,8 @@ class Ledger(DrillRecords, RestoreRecords):
         return self.record_many([(chunk, state, reason)])[0]
 
     def record_many(self, entries: list[tuple[Chunk, JobState, str]]) -> list[Job]:
-        """record() for many chunks in one statement (a plan of 10,000 chunks is one round trip), in input order."""
+        """record() for many chunks in one statement (a plan of 10,000 chunks is one round trip), in input order; a
+        chunk dropped since the plan read the catalog (its only job dropped, its relation gone) is left out."""
         if not entries:
             return []
         # One row per chunk (a table listed twice plans its chunks twice), in key order: two planners at once take
@@ -188,6 +212,12 @@ class Ledger(DrillRecords, RestoreRecords):
             SELECT * FROM unnest(%(kind)s::text[], %(ts)s::text[], %(tn)s::text[], %(cs)s::text[], %(cn)s::text[],
                                  %(rs)s::timestamptz[], %(re)s::timestamptz[], %(rsi)s::bigint[], %(rei)s::bigint[],
                                  %(comp)s::boolean[], %(state)s::text[], %(reason)s::text[])
+                          AS u(kind, ts, tn, cs, cn, rs, re, rsi, rei, comp, state, reason)
+            -- a chunk another worker archived and dropped after this plan read the catalog is not planned again
+            -- (its relation is gone); one that exists again under the same name (a partition re-created) is
+            WHERE NOT EXISTS (SELECT 1 FROM {jobs} d WHERE d.chunk_schema = u.cs AND d.chunk_name = u.cn
+                                                       AND d.state = 'dropped')
+               OR to_regclass(format('%%I.%%I', u.cs, u.cn)) IS NOT NULL
             ON CONFLICT (chunk_schema, chunk_name) WHERE state <> 'dropped' DO UPDATE
                SET state = CASE WHEN {jobs}.state IN ('planned', 'blocked') THEN EXCLUDED.state ELSE {jobs}.state END,
                    reason = CASE WHEN {jobs}.state IN ('planned', 'blocked') THEN EXCLUDED.reason ELSE {jobs}.reason END,
@@ -199,7 +229,8 @@ class Ledger(DrillRecords, RestoreRecords):
         ).format(jobs=self._jobs)
         with self.conn.cursor(row_factory=dict_row) as cur:
             by_chunk = {(r["chunk_schema"], r["chunk_name"]): _job(r) for r in cur.execute(query, columns).fetchall()}
-        return [by_chunk[(chunk.chunk_schema, chunk.chunk_name)] for chunk, _, _ in entries]
+        keys = [(chunk.chunk_schema, chunk.chunk_name) for chunk, _, _ in entries]
+        return [by_chunk[key] for key in keys if key in by_chunk]
 
     def transition(self, job_id: int, from_states: list[JobState], to_state: JobState, **fields: Any) -> Job:
         """Compare-and-set: move a job only if it is in one of `from_states`."""
